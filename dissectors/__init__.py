@@ -1,0 +1,1 @@
+"""Protocol dissectors (installed as ``otsentry.dissectors``); one package per protocol."""

@@ -1,0 +1,1 @@
+"""Capture sources: pcap, pcapng and gzip-compressed files (live capture comes later)."""

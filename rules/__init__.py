@@ -1,0 +1,1 @@
+"""Rule files shipped with otsentry (installed as ``otsentry.rules``)."""
