@@ -1,0 +1,5 @@
+"""``python -m otsentry`` runs the command line."""
+
+from otsentry.cli.app import main
+
+main()

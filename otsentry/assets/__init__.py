@@ -1,0 +1,1 @@
+"""Passive asset inventory."""

@@ -1,0 +1,91 @@
+"""Hosts seen on the wire, built from flows as they end (never per packet)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from otsentry.flow.table import Flow, ip_text, mac_text
+from otsentry.model import Asset
+
+_MAX_PEERS = 1024  # distinct peers remembered per asset (the count saturates there)
+_TRANSPORT = {6: "tcp", 17: "udp"}
+
+
+@dataclass(slots=True)
+class _Entry:
+    ip: str
+    segment: str
+    first_seen: int
+    last_seen: int
+    mac: str | None = None
+    vlan: int | None = None
+    services: set[tuple[str, int, str]] = field(default_factory=set)
+    client_protocols: set[str] = field(default_factory=set)
+    peers: set[str] = field(default_factory=set)
+    packets: int = 0
+    bytes: int = 0
+
+
+class Inventory:
+    """Assets keyed by (segment, ip); capped, the least recently seen evicted first."""
+
+    def __init__(self, max_assets: int = 65_536) -> None:
+        self._assets: dict[tuple[str, str], _Entry] = {}
+        self.max_assets = max_assets
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._assets)
+
+    def observe_flow(self, flow: Flow) -> None:
+        """Fold an ended flow into both of its endpoints."""
+        transport = _TRANSPORT.get(flow.transport, "ip")
+        client = self._entry(flow, ip_text(flow.client_ip), mac_text(flow.client_mac))
+        server = self._entry(flow, ip_text(flow.server_ip), mac_text(flow.server_mac))
+        client.packets += flow.packets_c
+        client.bytes += flow.bytes_c
+        server.packets += flow.packets_s
+        server.bytes += flow.bytes_s
+        if flow.packets_s or flow.protocol:  # the server answered, or it spoke an ICS protocol
+            server.services.add((transport, flow.server_port, flow.protocol))
+        if flow.protocol:
+            client.client_protocols.add(flow.protocol)
+        if len(client.peers) < _MAX_PEERS:
+            client.peers.add(server.ip)
+        if len(server.peers) < _MAX_PEERS:
+            server.peers.add(client.ip)
+
+    def _entry(self, flow: Flow, ip: str, mac: str | None) -> _Entry:
+        key = (flow.segment, ip)
+        entry = self._assets.get(key)
+        if entry is None:
+            if len(self._assets) >= self.max_assets:
+                oldest = min(self._assets, key=lambda k: self._assets[k].last_seen)
+                del self._assets[oldest]
+                self.evicted += 1
+            entry = self._assets[key] = _Entry(ip, flow.segment, flow.first_ts, flow.last_ts)
+            entry.vlan = flow.vlan & 0xFFF or None
+        entry.first_seen = min(entry.first_seen, flow.first_ts)
+        entry.last_seen = max(entry.last_seen, flow.last_ts)
+        if mac:
+            entry.mac = mac
+        return entry
+
+    def assets(self) -> list[Asset]:
+        """A snapshot, sorted by segment and address."""
+        return [
+            Asset(
+                ip=e.ip,
+                segment=e.segment,
+                first_seen=e.first_seen,
+                last_seen=e.last_seen,
+                mac=e.mac,
+                vlan=e.vlan,
+                services=tuple(sorted(e.services)),
+                client_protocols=tuple(sorted(e.client_protocols)),
+                peers=len(e.peers),
+                packets=e.packets,
+                bytes=e.bytes,
+            )
+            for _, e in sorted(self._assets.items())
+        ]

@@ -1,0 +1,1 @@
+"""The ``otsentry`` command line (typer + rich; the only place rich is imported)."""

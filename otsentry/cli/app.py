@@ -1,0 +1,34 @@
+"""The ``otsentry`` typer application: one module per command group, registered here."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import typer
+
+from otsentry import __version__
+from otsentry.cli import replay
+
+app = typer.Typer(
+    name="otsentry",
+    help="Passive OT network security monitoring: Modbus/TCP, S7comm, OPC UA.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("replay")(replay.replay)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the otsentry version (and Python's) on stdout."""
+    typer.echo(f"otsentry {__version__} (Python {platform.python_version()})")
+
+
+def main() -> None:
+    """Console-script entry point. Exit codes: 0 ok, 1 runtime error, 2 usage or config error."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

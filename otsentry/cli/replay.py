@@ -1,0 +1,117 @@
+"""``otsentry replay``: capture files → events, alerts, assets and stats in the output directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from otsentry.capture import CaptureError, CaptureReader, expand_paths, merge_frames, open_capture
+from otsentry.cli.ui import ReplayProgress, console, print_summary
+from otsentry.config import ConfigError, DecodeAs, load_config, parse_decode_as
+from otsentry.dissect.registry import UnknownProtocolError
+from otsentry.pipeline import Pipeline
+
+
+def replay(
+    pcaps: Annotated[
+        list[Path],
+        typer.Argument(help="Capture files (pcap, pcapng, gzip) or directories holding them."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output directory [default: ./otsentry-out or config]."),
+    ] = None,
+    decode_as: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decode-as",
+            "-d",
+            help="Decode a TCP port as a protocol: PORT=PROTO (or tshark's tcp.port==PORT,PROTO).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="otsentry.yaml configuration file.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary table.")
+    ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option("--keep-going", help="On a broken capture, report it and go on to the next."),
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the run's stats as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Replay captures through the sensor pipeline (no Elasticsearch needed).
+
+    Writes events.ndjson, alerts.ndjson, assets.ndjson and stats.json to the output directory.
+    Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config error.
+    """
+    try:
+        cfg = load_config(config)
+        rules: list[DecodeAs] = [parse_decode_as(spec) for spec in decode_as or ()]
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    out_dir = out if out is not None else cfg.outputs.dir
+    try:
+        paths = expand_paths(pcaps)
+    except (CaptureError, OSError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if not paths:
+        console.print("[red]error:[/] no capture files found")
+        raise typer.Exit(2)
+    try:
+        pipeline = Pipeline(cfg, out_dir, decode_as=rules)
+    except UnknownProtocolError as exc:
+        console.print(f"[red]error:[/] --decode-as: {exc}")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot write to {out_dir}: {exc}")
+        raise typer.Exit(2) from None
+
+    failed = _replay_files(pipeline, paths, quiet=quiet, keep_going=keep_going)
+    stats = pipeline.finish()
+    if not quiet:
+        print_summary(stats, out_dir)
+    if json_out:
+        typer.echo(json.dumps(stats))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _replay_files(pipeline: Pipeline, paths: list[Path], *, quiet: bool, keep_going: bool) -> bool:
+    """Run the pipeline over the files; True when a capture could not be read."""
+    counters = pipeline.counters
+    readers: list[CaptureReader] = []
+    failed = False
+
+    def on_error(err: CaptureError) -> None:
+        nonlocal failed
+        failed = True
+        counters.capture_errors.append(str(err))
+        console.print(f"[red]error:[/] {err}")
+
+    for path in paths:
+        try:
+            readers.append(open_capture(path))
+            counters.files.append(str(path))
+        except (CaptureError, OSError) as exc:
+            on_error(exc if isinstance(exc, CaptureError) else CaptureError(str(path), 0, str(exc)))
+            if not keep_going:
+                return True
+    progress = ReplayProgress(readers, disabled=quiet)
+    try:
+        with progress:
+            pipeline.run(merge_frames(readers, keep_going, on_error), progress.update)
+    except CaptureError:
+        return True  # reported by on_error; everything before the damage was processed
+    finally:
+        for reader in readers:
+            reader.close()
+    return failed

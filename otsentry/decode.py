@@ -1,0 +1,286 @@
+"""Link, network and transport headers: frame bytes → a flat tuple for the flow stage.
+
+Hot path: one call per packet, precompiled ``struct.Struct`` objects, no per-packet objects but the
+returned tuple. Checksums are never validated (mirror ports and checksum offload produce bad ones).
+Anything that does not decode is counted in ``Decoder.errors`` by a stable reason id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from struct import Struct
+
+from otsentry.capture.base import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+)
+
+TCP = 6
+UDP = 17
+
+# TCP flags
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+ACK = 0x10
+
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+ETH_ARP = 0x0806
+_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+
+_U16 = Struct("!H")
+_U16_AT12 = Struct("!12xH")
+_IPV4 = Struct("!BxHHHxB2x4s4s")  # ver/ihl, total length, id, flags/frag offset, proto, src, dst
+_IPV6 = Struct("!4xHBx16s16s")  # payload length, next header, src, dst
+_TCP = Struct("!HHI4xBB")  # sport, dport, seq, data offset, flags
+_UDP = Struct("!HHH")  # sport, dport, length
+_EXT = Struct("!BB")  # IPv6 extension: next header, length in 8-octet units (beyond the first 8)
+_FRAG6 = Struct("!BxHI")  # next header, offset/flags, identification
+_NULL_LE = Struct("<I")
+_NULL_BE = Struct(">I")
+
+# BSD loopback address family values meaning IPv6 on the various BSDs / macOS
+_AF_INET6 = frozenset((10, 24, 28, 30))
+
+# IPv6 extension headers walked to reach the transport header
+_V6_HOPOPTS, _V6_ROUTING, _V6_FRAGMENT, _V6_DSTOPTS, _V6_AH, _V6_MOBILITY = 0, 43, 44, 60, 51, 135
+_V6_CHAINED = frozenset((_V6_HOPOPTS, _V6_ROUTING, _V6_DSTOPTS, _V6_MOBILITY, 139, 140))
+
+#: A decoded packet: (transport, src ip, dst ip, src port, dst port, vlan tag, TCP flags, TCP seq,
+#: payload, link offset of the MAC header or -1). IPs are packed bytes (4 or 16). ``vlan`` packs
+#: the outer VLAN id in bits 0-11 and the inner (QinQ) id in bits 12-23; 0 = untagged.
+Packet = tuple[int, bytes, bytes, int, int, int, int, int, bytes, int]
+
+P_TRANSPORT, P_SRC, P_DST, P_SPORT, P_DPORT, P_VLAN, P_FLAGS, P_SEQ, P_PAYLOAD, P_MACOFF = range(10)
+
+
+def vlan_ids(vlan: int) -> tuple[int | None, int | None]:
+    """Split a packed vlan tag into (outer id, inner id)."""
+    outer = vlan & 0xFFF
+    inner = (vlan >> 12) & 0xFFF
+    return (outer or None, inner or None)
+
+
+class _FragmentTrain:
+    __slots__ = ("first_ts", "parts", "total", "size", "header_proto")
+
+    def __init__(self, ts: int, proto: int) -> None:
+        self.first_ts = ts
+        self.parts: dict[int, bytes] = {}
+        self.total = -1  # payload length once the last fragment is seen
+        self.size = 0
+        self.header_proto = proto
+
+
+class Decoder:
+    """Decodes frames; holds the bounded IP fragment table and the decode error counters."""
+
+    def __init__(
+        self,
+        max_fragment_trains: int = 4096,
+        fragment_timeout: float = 30.0,
+        max_fragment_bytes: int = 65535 + 1500,
+    ) -> None:
+        self.errors: Counter[str] = Counter()
+        self.other: Counter[str] = Counter()  # non-IP ethertypes and non-TCP/UDP IP protocols
+        self.fragments_reassembled = 0
+        self.fragment_trains_evicted = 0
+        self._frags: dict[tuple[bytes, bytes, int, int], _FragmentTrain] = {}
+        self._max_trains = max_fragment_trains
+        self._frag_timeout_ns = int(fragment_timeout * 1e9)
+        self._max_frag_bytes = max_fragment_bytes
+
+    # The decode entry point. Kept as one function with the common case first.
+    def decode(self, linktype: int, data: bytes, ts: int) -> Packet | None:  # noqa: C901
+        """Decode one frame; None for frames that carry no TCP/UDP (counted)."""
+        vlan = 0
+        macoff = -1
+        if linktype == LINKTYPE_ETHERNET:
+            if len(data) < 14:
+                self.errors["ethernet.truncated"] += 1
+                return None
+            etype = _U16_AT12.unpack_from(data)[0]
+            off = 14
+            macoff = 0
+            if etype in _VLAN_TPIDS:
+                depth = 0
+                while etype in _VLAN_TPIDS:
+                    if len(data) < off + 4:
+                        self.errors["vlan.truncated"] += 1
+                        return None
+                    tci, etype = _U16.unpack_from(data, off)[0], _U16.unpack_from(data, off + 2)[0]
+                    if depth == 0:
+                        vlan = tci & 0xFFF
+                    elif depth == 1:
+                        vlan |= (tci & 0xFFF) << 12
+                    depth += 1
+                    off += 4
+        elif linktype == LINKTYPE_LINUX_SLL:
+            if len(data) < 16:
+                self.errors["sll.truncated"] += 1
+                return None
+            etype = _U16.unpack_from(data, 14)[0]
+            off = 16
+        elif linktype == LINKTYPE_LINUX_SLL2:
+            if len(data) < 20:
+                self.errors["sll2.truncated"] += 1
+                return None
+            etype = _U16.unpack_from(data, 0)[0]
+            off = 20
+        elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
+            if not data:
+                self.errors["raw.empty"] += 1
+                return None
+            etype = ETH_IPV6 if data[0] >> 4 == 6 else ETH_IPV4
+            off = 0
+        elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+            if len(data) < 4:
+                self.errors["loopback.truncated"] += 1
+                return None
+            if linktype == LINKTYPE_LOOP:
+                family = _NULL_BE.unpack_from(data)[0]
+            else:
+                family = _NULL_LE.unpack_from(data)[0]
+                if family > 0xFFFF:  # written on a host of the other byte order
+                    family = _NULL_BE.unpack_from(data)[0]
+            etype = ETH_IPV4 if family == 2 else ETH_IPV6 if family in _AF_INET6 else 0
+            off = 4
+        else:
+            self.errors["linktype.unsupported"] += 1
+            return None
+
+        if etype == ETH_IPV4:
+            if len(data) < off + 20:
+                self.errors["ipv4.truncated"] += 1
+                return None
+            vihl, total, ident, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+            ihl = (vihl & 0x0F) * 4
+            if vihl >> 4 != 4 or ihl < 20:
+                self.errors["ipv4.bad_header"] += 1
+                return None
+            end = off + total
+            if total < ihl:
+                if total != 0:  # 0 = TSO on the capturing host: take the frame length
+                    self.errors["ipv4.bad_length"] += 1
+                    return None
+                end = len(data)
+            elif end > len(data):
+                end = len(data)  # snaplen-truncated: keep what was captured
+            off += ihl
+            if frag & 0x3FFF:  # more-fragments flag or a non-zero offset
+                reassembled = self._fragment(
+                    (src, dst, ident, proto), (frag & 0x1FFF) * 8, frag & 0x2000, data[off:end], ts
+                )
+                if reassembled is None:
+                    return None
+                data, off, end = reassembled, 0, len(reassembled)
+        elif etype == ETH_IPV6:
+            if len(data) < off + 40:
+                self.errors["ipv6.truncated"] += 1
+                return None
+            plen, proto, src, dst = _IPV6.unpack_from(data, off)
+            off += 40
+            end = off + plen if plen else len(data)
+            if end > len(data):
+                end = len(data)
+            while proto in _V6_CHAINED or proto == _V6_AH or proto == _V6_FRAGMENT:
+                if end < off + 8:
+                    self.errors["ipv6.truncated_extension"] += 1
+                    return None
+                if proto == _V6_FRAGMENT:
+                    nxt, offflags, ident = _FRAG6.unpack_from(data, off)
+                    off += 8
+                    if offflags & 0xFFF9 == 0:  # atomic fragment: offset 0, no more fragments
+                        proto = nxt
+                        continue
+                    reassembled = self._fragment(
+                        (src, dst, ident, nxt), offflags & 0xFFF8, offflags & 1, data[off:end], ts
+                    )
+                    if reassembled is None:
+                        return None
+                    data, off, end, proto = reassembled, 0, len(reassembled), nxt
+                    continue
+                nxt, hlen = _EXT.unpack_from(data, off)
+                off += (hlen + 2) * 4 if proto == _V6_AH else (hlen + 1) * 8
+                proto = nxt
+        else:
+            self.other[f"ethertype.0x{etype:04x}"] += 1
+            return None
+
+        if proto == TCP:
+            if end < off + 14:
+                self.errors["tcp.truncated"] += 1
+                return None
+            sport, dport, seq, doff, flags = _TCP.unpack_from(data, off)
+            doff = (doff >> 4) * 4
+            if doff < 20:
+                self.errors["tcp.bad_data_offset"] += 1
+                return None
+            return (TCP, src, dst, sport, dport, vlan, flags, seq, data[off + doff : end], macoff)
+        if proto == UDP:
+            if end < off + 8:
+                self.errors["udp.truncated"] += 1
+                return None
+            sport, dport, ulen = _UDP.unpack_from(data, off)
+            uend = off + ulen if ulen >= 8 else end
+            return (UDP, src, dst, sport, dport, vlan, 0, 0, data[off + 8 : min(uend, end)], macoff)
+        self.other[f"ip.proto.{proto}"] += 1
+        return None
+
+    def _fragment(
+        self, key: tuple[bytes, bytes, int, int], offset: int, more: int, part: bytes, ts: int
+    ) -> bytes | None:
+        """Hold an IP fragment; return the reassembled transport bytes once complete."""
+        frags = self._frags
+        train = frags.get(key)
+        if train is None:
+            if len(frags) >= self._max_trains:
+                self._expire_fragments(ts)
+                if len(frags) >= self._max_trains:
+                    del frags[next(iter(frags))]
+                    self.fragment_trains_evicted += 1
+            train = frags[key] = _FragmentTrain(ts, key[3])
+        elif ts - train.first_ts > self._frag_timeout_ns:
+            self.fragment_trains_evicted += 1
+            train = frags[key] = _FragmentTrain(ts, key[3])
+        if offset + len(part) > self._max_frag_bytes:
+            self.errors["ip.fragment_too_large"] += 1
+            del frags[key]
+            return None
+        if offset not in train.parts:  # first copy wins on a duplicate fragment
+            train.parts[offset] = part
+            train.size += len(part)
+        if not more:
+            train.total = offset + len(part)
+        if train.total < 0 or train.size < train.total:
+            return None
+        buf = bytearray(train.total)
+        covered = 0
+        for frag_off in sorted(train.parts):
+            piece = train.parts[frag_off]
+            if frag_off > covered:
+                return None  # a hole remains (overlapping duplicates inflated the size)
+            buf[frag_off : frag_off + len(piece)] = piece
+            covered = max(covered, frag_off + len(piece))
+        del frags[key]
+        self.fragments_reassembled += 1
+        return bytes(buf[: train.total])
+
+    def _expire_fragments(self, ts: int) -> None:
+        limit = ts - self._frag_timeout_ns
+        stale = [k for k, t in self._frags.items() if t.first_ts < limit]
+        for k in stale:
+            del self._frags[k]
+        self.fragment_trains_evicted += len(stale)
+
+    @property
+    def fragment_trains_open(self) -> int:
+        """Fragment trains waiting for their missing pieces."""
+        return len(self._frags)

@@ -1,0 +1,1 @@
+"""Dissector framework: the contract every protocol dissector follows, and the registry."""

@@ -1,0 +1,234 @@
+"""Events, alerts and assets → Elastic Common Schema documents.
+
+The very same documents go to the local NDJSON files and to Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from otsentry import __version__
+from otsentry.model import Alert, Asset, Conn, Event
+
+ECS_VERSION = "8.17.0"
+THREAT_FRAMEWORK = "MITRE ATT&CK for ICS"
+_ID_NAMESPACE = uuid.UUID("6a0b7c53-52f4-4b8f-9f38-5d6c4f0e7a11")
+
+
+def iso_time(ts_ns: int) -> str:
+    """Nanoseconds since the epoch → ``2023-11-14T22:13:20.010123Z`` (microseconds, UTC)."""
+    secs, ns = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+
+
+def observer_doc(name: str, interface: str | None = None, zone: str | None = None) -> dict[str, Any]:
+    """The ``observer.*`` block describing this sensor."""
+    doc: dict[str, Any] = {
+        "type": "sensor",
+        "vendor": "otsentry",
+        "product": "otsentry",
+        "version": __version__,
+        "name": name,
+        "hostname": socket.gethostname(),
+    }
+    ingress: dict[str, Any] = {}
+    if interface:
+        ingress["interface"] = {"name": interface}
+    if zone:
+        ingress["zone"] = zone
+    if ingress:
+        doc["ingress"] = ingress
+    return doc
+
+
+class DocumentIds:
+    """Deterministic ``event.id`` values: the same input replayed gives the same ids, so a
+    resend to Elasticsearch is a harmless duplicate rather than a second copy."""
+
+    __slots__ = ("_n", "_sensor")
+
+    def __init__(self, sensor: str) -> None:
+        self._sensor = sensor
+        self._n = 0
+
+    def next(self, kind: str, ts: int, flow: str) -> str:
+        """A UUID for the next document of this run."""
+        self._n += 1
+        return str(uuid.uuid5(_ID_NAMESPACE, f"{self._sensor}|{kind}|{flow}|{ts}|{self._n}"))
+
+
+def _endpoint(ip: str, port: int, mac: str | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"ip": ip, "port": port}
+    if mac:
+        doc["mac"] = mac
+    return doc
+
+
+def _network(conn: Conn, protocol: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "transport": conn.transport,
+        "protocol": protocol,
+        "community_id": conn.community_id,
+    }
+    if conn.vlan is not None:
+        doc["vlan"] = {"id": str(conn.vlan)}
+        if conn.inner_vlan is not None:
+            doc["inner"] = {"vlan": {"id": str(conn.inner_vlan)}}
+    return doc
+
+
+def _common(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> dict[str, Any]:
+    obs = dict(observer)
+    if conn.segment:
+        obs["ingress"] = {**obs.get("ingress", {}), "zone": conn.segment}
+    return {
+        "source": _endpoint(conn.client_ip, conn.client_port, conn.client_mac),
+        "destination": _endpoint(conn.server_ip, conn.server_port, conn.server_mac),
+        "network": _network(conn, protocol),
+        "observer": obs,
+        "related": {"ip": sorted({conn.client_ip, conn.server_ip})},
+        "labels": {"segment": conn.segment},
+        "tags": ["ics", protocol, "otsentry"],
+    }
+
+
+def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
+    """A protocol event (``event.kind: event``)."""
+    env = ev.envelope
+    conn = env.conn
+    event: dict[str, Any] = {
+        "kind": "event",
+        "category": ["network"],
+        "type": ["protocol"],
+        "action": ev.action,
+        "dataset": f"otsentry.{env.protocol}",
+        "module": "otsentry",
+        "id": ids.next("event", env.ts, conn.community_id),
+        "created": iso_time(time.time_ns()),
+    }
+    if ev.outcome:
+        event["outcome"] = ev.outcome
+    if ev.duration_ns is not None:
+        event["duration"] = ev.duration_ns
+    record: dict[str, Any] = dict(ev.fields)
+    record["direction"] = str(env.direction)
+    if ev.anomalies:
+        record["anomalies"] = list(ev.anomalies)
+    doc: dict[str, Any] = {"@timestamp": iso_time(env.ts), "ecs": {"version": ECS_VERSION}}
+    doc["event"] = event
+    doc.update(_common(conn, env.protocol, observer))
+    doc["otsentry"] = {env.protocol: record}
+    return doc
+
+
+def alert_doc(alert: Alert, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
+    """An alert (``event.kind: alert``) shaped for Elastic Security's external alerts."""
+    trigger = alert.events[0] if alert.events else None
+    protocol = trigger.envelope.protocol if trigger else ""
+    flow = trigger.envelope.conn.community_id if trigger else ""
+    event: dict[str, Any] = {
+        "kind": "alert",
+        "category": ["network", "intrusion_detection"],
+        "type": ["info"],
+        "dataset": "otsentry.alert",
+        "module": "otsentry",
+        "severity": alert.severity,
+        "risk_score": alert.risk_score,
+        "id": ids.next("alert", alert.ts, flow),
+        "created": iso_time(time.time_ns()),
+    }
+    if trigger is not None:
+        event["action"] = trigger.action
+    if alert.reason:
+        event["reason"] = alert.reason
+    rule: dict[str, Any] = {
+        "id": alert.rule_id,
+        "name": alert.rule_name,
+        "version": alert.rule_version,
+        "ruleset": "otsentry-ics" if alert.kind == "rule" else "otsentry-anomaly",
+    }
+    if alert.rule_reference:
+        rule["reference"] = alert.rule_reference
+    if alert.rule_category:
+        rule["category"] = alert.rule_category
+    doc: dict[str, Any] = {
+        "@timestamp": iso_time(alert.ts),
+        "ecs": {"version": ECS_VERSION},
+        "message": alert.message,
+        "event": event,
+        "rule": rule,
+    }
+    if alert.techniques:
+        tactic_ids = sorted({t for tech in alert.techniques for t in tech.tactic_ids})
+        tactic_names = sorted({t for tech in alert.techniques for t in tech.tactic_names})
+        doc["threat"] = {
+            "framework": THREAT_FRAMEWORK,
+            "tactic": {"id": tactic_ids, "name": tactic_names},
+            "technique": {
+                "id": [t.id for t in alert.techniques],
+                "name": [t.name for t in alert.techniques],
+                "reference": [
+                    f"https://attack.mitre.org/techniques/{t.id.replace('.', '/')}/"
+                    for t in alert.techniques
+                ],
+            },
+        }
+    if trigger is not None:
+        doc.update(_common(trigger.envelope.conn, protocol, observer))
+        doc["otsentry"] = {protocol: dict(trigger.fields)}
+    else:
+        doc["observer"] = dict(observer)
+    extra: dict[str, Any] = {"alert": {"kind": str(alert.kind), "count": alert.count}}
+    if alert.attack_version:
+        extra["alert"]["attack_version"] = alert.attack_version
+    if alert.anomaly is not None:
+        extra["anomaly"] = dict(alert.anomaly)
+    if alert.evidence_pcap:
+        extra["evidence"] = {"pcap": alert.evidence_pcap}
+    doc.setdefault("otsentry", {}).update(extra)
+    return doc
+
+
+def asset_doc(asset: Asset, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
+    """One asset of the passive inventory."""
+    doc: dict[str, Any] = {
+        "@timestamp": iso_time(asset.last_seen),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "state",
+            "category": ["host", "network"],
+            "type": ["info"],
+            "dataset": "otsentry.asset",
+            "module": "otsentry",
+            "id": ids.next("asset", asset.last_seen, asset.ip),
+            "created": iso_time(time.time_ns()),
+        },
+        "related": {"ip": [asset.ip]},
+        "labels": {"segment": asset.segment},
+        "tags": ["ics", "asset", "otsentry"],
+        "observer": dict(observer),
+        "otsentry": {
+            "asset": {
+                "ip": asset.ip,
+                "mac": asset.mac,
+                "segment": asset.segment,
+                "vlan": asset.vlan,
+                "first_seen": iso_time(asset.first_seen),
+                "last_seen": iso_time(asset.last_seen),
+                "services": [
+                    {"transport": t, "port": p, "protocol": proto or None}
+                    for t, p, proto in asset.services
+                ],
+                "client_protocols": list(asset.client_protocols),
+                "peers": asset.peers,
+                "packets": asset.packets,
+                "bytes": asset.bytes,
+                "identity": dict(asset.identity),
+            }
+        },
+    }
+    return doc

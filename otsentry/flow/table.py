@@ -1,0 +1,394 @@
+"""The bidirectional flow table: roles, TCP state, dissector binding, idle expiry and caps.
+
+Keys are (src ip, src port, dst ip, dst port, vlan, transport) as seen in a packet; each flow is
+stored under both orientations with a flag saying whether that orientation is client → server, so
+a packet's flow and direction cost one dict lookup. Client and server come from the handshake,
+else from the well-known port, else from the first sender.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from communityid import CommunityID, FlowTuple
+
+from otsentry.decode import ACK, FIN, RST, SYN, TCP, UDP, Packet, vlan_ids
+from otsentry.flow.reassembly import ReassemblyStats, TcpStream
+from otsentry.model import Conn
+
+if TYPE_CHECKING:
+    from otsentry.dissect.base import Dissector, DissectorSpec
+    from otsentry.dissect.registry import DissectorRegistry
+    from otsentry.model import Event
+
+_COMMUNITY_ID = CommunityID()
+_PROBE_PACKETS = 4  # payload-bearing packets a flow on an unknown port is probed with
+_EPHEMERAL_START = 32768
+
+
+def mac_text(raw: bytes | None) -> str | None:
+    """Six MAC bytes in ECS form: ``00-1D-9C-AA-BB-01``."""
+    if not raw or len(raw) != 6:
+        return None
+    return raw.hex("-").upper()
+
+
+def ip_text(raw: bytes) -> str:
+    """Packed IPv4/IPv6 address → text."""
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class Flow:
+    """One bidirectional flow; ``c``/``s`` prefixes mean client→server / server→client."""
+
+    __slots__ = (
+        "bytes_c",
+        "bytes_s",
+        "client_ip",
+        "client_mac",
+        "client_port",
+        "closed",
+        "ctx",
+        "dissector",
+        "fin_c",
+        "fin_s",
+        "first_ts",
+        "key_c",
+        "key_s",
+        "last_ts",
+        "packets_c",
+        "packets_s",
+        "probe_left",
+        "protocol",
+        "roles_from",
+        "segment",
+        "server_ip",
+        "server_mac",
+        "server_port",
+        "stream_c",
+        "stream_s",
+        "transport",
+        "vlan",
+    )
+
+    def __init__(self) -> None:
+        self.dissector: Dissector | None = None
+        self.protocol = ""
+        self.stream_c: TcpStream | None = None
+        self.stream_s: TcpStream | None = None
+        self.ctx: FlowCtx | None = None
+        self.fin_c = self.fin_s = self.closed = False
+        self.packets_c = self.packets_s = self.bytes_c = self.bytes_s = 0
+        self.probe_left = 0
+        self.client_mac: bytes | None = None
+        self.server_mac: bytes | None = None
+
+    @property
+    def packets(self) -> int:
+        """Packets in both directions."""
+        return self.packets_c + self.packets_s
+
+
+class FlowCtx:
+    """The ``FlowContext`` a dissector gets: the connection (built lazily) and the event sink."""
+
+    __slots__ = ("_conn", "flow", "table")
+
+    def __init__(self, table: FlowTable, flow: Flow) -> None:
+        self.table = table
+        self.flow = flow
+        self._conn: Conn | None = None
+
+    @property
+    def conn(self) -> Conn:
+        """The flow's identity, with its Community ID."""
+        if self._conn is None:
+            self._conn = self.table.conn_of(self.flow)
+        return self._conn
+
+    def emit(self, event: Event) -> None:
+        """Pass an event to the pipeline's fan-out."""
+        self.table.on_event(event)
+
+    def count_pdus(self, n: int = 1) -> None:
+        """Count parsed PDUs for the flow's protocol."""
+        self.table.pdus[self.flow.protocol] += n
+
+
+class FlowTable:
+    """Flows by key, with caps, idle expiry and the per-flow dissector binding."""
+
+    def __init__(
+        self,
+        registry: DissectorRegistry,
+        on_event: Callable[[Event], None],
+        segment_for: Callable[[str, int | None], str],
+        *,
+        on_flow_end: Callable[[Flow], None] | None = None,
+        max_flows: int = 100_000,
+        max_buffer_per_direction: int = 262_144,
+        max_buffer_total: int = 134_217_728,
+        max_ooo_segments: int = 64,
+        idle_timeout: float = 300.0,
+        closed_timeout: float = 5.0,
+    ) -> None:
+        self.flows: dict[tuple[bytes, int, bytes, int, int, int], tuple[Flow, bool]] = {}
+        self.on_event = on_event
+        self.on_flow_end = on_flow_end
+        self.segment_for = segment_for
+        self.tcp_ports: dict[int, DissectorSpec] = dict(registry.port_map("tcp"))
+        self.udp_ports: dict[int, DissectorSpec] = dict(registry.port_map("udp"))
+        self.tcp_probes = registry.probes("tcp")
+        self.udp_probes = registry.probes("udp")
+        self.max_flows = max_flows
+        self.max_buffer = max_buffer_per_direction
+        self.max_total = max_buffer_total
+        self.max_ooo = max_ooo_segments
+        self.idle_ns = int(idle_timeout * 1e9)
+        self.closed_ns = int(closed_timeout * 1e9)
+        self.sweep_every_ns = min(self.idle_ns, 10_000_000_000)
+        self.next_sweep = 0
+        self.stats = ReassemblyStats()
+        self.pdus: Counter[str] = Counter()
+        self.flows_total = 0
+        self.flows_by_protocol: Counter[str] = Counter()
+        self.ended: Counter[str] = Counter()  # why flows left the table
+        self.peak_flows = 0
+
+    def __len__(self) -> int:
+        return len(self.flows) // 2
+
+    # -- per packet -------------------------------------------------------------------------
+    def packet(self, pkt: Packet, ts: int, frame: bytes) -> None:
+        """Account one decoded packet to its flow and feed the flow's dissector."""
+        transport, src, dst, sport, dport, vlan, flags, seq, payload, macoff = pkt
+        entry = self.flows.get((src, sport, dst, dport, vlan, transport))
+        if entry is None:
+            flow, fc = self._create(pkt, ts, frame)
+        else:
+            flow, fc = entry
+            if flags & SYN and not flags & ACK and flow.closed and transport == TCP:
+                self._end(flow, ts, "reused")
+                flow, fc = self._create(pkt, ts, frame)
+        flow.last_ts = ts
+        if fc:
+            flow.packets_c += 1
+            flow.bytes_c += len(frame)
+        else:
+            flow.packets_s += 1
+            flow.bytes_s += len(frame)
+        if transport == TCP:
+            stream = flow.stream_c if fc else flow.stream_s
+            if flags & SYN:
+                if stream is not None:
+                    stream.syn(seq)
+                seq = (seq + 1) & 0xFFFFFFFF
+            if payload and not flow.closed:
+                if stream is not None:
+                    if flow.dissector is None and flow.probe_left:
+                        self._probe(flow, fc, payload, ts)
+                    stream.segment(seq, payload, ts)
+            if flags & (FIN | RST):
+                self._fin_rst(flow, fc, flags, ts)
+        elif payload:
+            if flow.dissector is None and flow.probe_left:
+                self._probe(flow, fc, payload, ts)
+            if flow.dissector is not None:
+                self._datagram(flow, fc, payload, ts)
+        if ts >= self.next_sweep:
+            self.sweep(ts)
+
+    # -- flow lifecycle ---------------------------------------------------------------------
+    def _create(self, pkt: Packet, ts: int, frame: bytes) -> tuple[Flow, bool]:
+        transport, src, dst, sport, dport, vlan, flags, _seq, _payload, macoff = pkt
+        if len(self.flows) >= 2 * self.max_flows:
+            self._make_room(ts)
+        ports = self.tcp_ports if transport == TCP else self.udp_ports
+        fc, roles_from = self._roles(transport, flags, sport, dport, ports)
+        flow = Flow()
+        flow.transport = transport
+        flow.vlan = vlan
+        flow.first_ts = flow.last_ts = ts
+        smac = frame[macoff + 6 : macoff + 12] if macoff >= 0 else None
+        dmac = frame[macoff : macoff + 6] if macoff >= 0 else None
+        if fc:
+            flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = src, sport, dst, dport
+            flow.client_mac, flow.server_mac = smac, dmac
+        else:
+            flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = dst, dport, src, sport
+            flow.client_mac, flow.server_mac = dmac, smac
+        flow.roles_from = roles_from
+        flow.segment = self.segment_for(ip_text(flow.server_ip), vlan_ids(vlan)[0])
+        key_c = (flow.client_ip, flow.client_port, flow.server_ip, flow.server_port, vlan, transport)
+        key_s = (flow.server_ip, flow.server_port, flow.client_ip, flow.client_port, vlan, transport)
+        flow.key_c, flow.key_s = key_c, key_s
+        self.flows[key_c] = (flow, True)
+        self.flows[key_s] = (flow, False)
+        self.flows_total += 1
+        if len(self.flows) > 2 * self.peak_flows:
+            self.peak_flows = len(self.flows) // 2
+        spec = ports.get(flow.server_port)
+        probes = self.tcp_probes if transport == TCP else self.udp_probes
+        if spec is not None:
+            self._attach(flow, spec)
+        elif probes:
+            flow.probe_left = _PROBE_PACKETS
+            if transport == TCP:
+                self._open_streams(flow)
+        return flow, fc
+
+    @staticmethod
+    def _roles(
+        transport: int, flags: int, sport: int, dport: int, ports: dict[int, DissectorSpec]
+    ) -> tuple[bool, str]:
+        """Is the packet's sender the client, and how do we know."""
+        if transport == TCP and flags & SYN:
+            return (not flags & ACK), "handshake"
+        s_known = sport in ports or sport < 1024
+        d_known = dport in ports or dport < 1024
+        if d_known != s_known:
+            return d_known, "port"
+        if not d_known and (sport < _EPHEMERAL_START) != (dport < _EPHEMERAL_START):
+            return dport < sport, "port"
+        return True, "first_sender"
+
+    def _open_streams(self, flow: Flow) -> None:
+        stats, mb, mo, mt = self.stats, self.max_buffer, self.max_ooo, self.max_total
+        flow.stream_c = TcpStream(True, stats, mb, mo, mt)
+        flow.stream_s = TcpStream(False, stats, mb, mo, mt)
+
+    def _attach(self, flow: Flow, spec: DissectorSpec) -> None:
+        flow.protocol = spec.name
+        flow.probe_left = 0
+        flow.ctx = FlowCtx(self, flow)
+        try:
+            flow.dissector = spec.factory(flow.ctx)
+        except Exception:
+            self.stats.dissector_errors += 1
+            return
+        self.flows_by_protocol[spec.name] += 1
+        if flow.transport == TCP:
+            if flow.stream_c is None:
+                self._open_streams(flow)
+            assert flow.stream_c is not None and flow.stream_s is not None
+            flow.stream_c.dissector = flow.dissector
+            flow.stream_s.dissector = flow.dissector
+
+    def _probe(self, flow: Flow, fc: bool, payload: bytes, ts: int) -> None:
+        flow.probe_left -= 1
+        for spec in self.tcp_probes if flow.transport == TCP else self.udp_probes:
+            try:
+                hit = spec.probe(payload, fc)  # type: ignore[misc]
+            except Exception:
+                self.stats.dissector_errors += 1
+                hit = False
+            if hit:
+                self._attach(flow, spec)
+                # the other direction may have sent bytes the dissector never saw
+                other = flow.stream_s if fc else flow.stream_c
+                if other is not None and other.next_seq >= 0:
+                    other._notify_gap(ts)
+                return
+        if not flow.probe_left and flow.stream_c is not None:
+            flow.stream_c.release()
+            flow.stream_s.release()  # type: ignore[union-attr]
+            flow.stream_c = flow.stream_s = None
+
+    def _datagram(self, flow: Flow, fc: bool, payload: bytes, ts: int) -> None:
+        try:
+            flow.dissector.parse(payload, 0, fc, ts)  # type: ignore[union-attr]
+        except Exception:
+            self.stats.dissector_errors += 1
+
+    def _fin_rst(self, flow: Flow, fc: bool, flags: int, ts: int) -> None:
+        if flags & RST:
+            self._finish(flow, ts)
+            return
+        if fc:
+            flow.fin_c = True
+        else:
+            flow.fin_s = True
+        if flow.fin_c and flow.fin_s:
+            self._finish(flow, ts)
+
+    def _finish(self, flow: Flow, ts: int) -> None:
+        """The connection closed: flush its streams and close its dissector."""
+        if flow.closed:
+            return
+        flow.closed = True
+        for stream in (flow.stream_c, flow.stream_s):
+            if stream is not None:
+                stream.finish(ts)
+        if flow.dissector is not None:
+            try:
+                flow.dissector.close(ts)
+            except Exception:
+                self.stats.dissector_errors += 1
+
+    def _end(self, flow: Flow, ts: int, reason: str) -> None:
+        """Remove a flow from the table (closing it first if needed)."""
+        self._finish(flow, ts)
+        for stream in (flow.stream_c, flow.stream_s):
+            if stream is not None:
+                stream.release()
+        self.flows.pop(flow.key_c, None)
+        self.flows.pop(flow.key_s, None)
+        self.ended[reason] += 1
+        if self.on_flow_end is not None:
+            self.on_flow_end(flow)
+
+    def sweep(self, ts: int) -> None:
+        """End flows that closed a while ago or went idle."""
+        self.next_sweep = ts + self.sweep_every_ns
+        idle_before = ts - self.idle_ns
+        closed_before = ts - self.closed_ns
+        done = [
+            flow
+            for flow, fc in self.flows.values()
+            if fc and (flow.last_ts < idle_before or (flow.closed and flow.last_ts < closed_before))
+        ]
+        for flow in done:
+            self._end(flow, ts, "closed" if flow.closed else "idle")
+
+    def _make_room(self, ts: int) -> None:
+        """At the flow cap: sweep, then evict the least recently active tenth."""
+        self.sweep(ts)
+        if len(self.flows) < 2 * self.max_flows:
+            return
+        flows = sorted(
+            (f for f, fc in self.flows.values() if fc),
+            key=lambda f: (not f.closed, f.last_ts),
+        )
+        for flow in flows[: max(1, len(flows) // 10)]:
+            self._end(flow, ts, "evicted")
+
+    def close_all(self, ts: int) -> None:
+        """End every flow (end of capture)."""
+        for flow in [f for f, fc in self.flows.values() if fc]:
+            self._end(flow, ts, "end_of_capture")
+
+    # -- identity ---------------------------------------------------------------------------
+    def conn_of(self, flow: Flow) -> Conn:
+        """Build a flow's ``Conn`` (Community ID v1, text addresses, ECS MACs)."""
+        make = FlowTuple.make_tcp if flow.transport == TCP else FlowTuple.make_udp
+        cid = _COMMUNITY_ID.calc(
+            make(flow.client_ip, flow.server_ip, flow.client_port, flow.server_port)
+        )
+        outer, inner = vlan_ids(flow.vlan)
+        return Conn(
+            community_id=cid,
+            transport="tcp" if flow.transport == TCP else "udp" if flow.transport == UDP else "ip",
+            client_ip=ip_text(flow.client_ip),
+            client_port=flow.client_port,
+            server_ip=ip_text(flow.server_ip),
+            server_port=flow.server_port,
+            client_mac=mac_text(flow.client_mac),
+            server_mac=mac_text(flow.server_mac),
+            vlan=outer,
+            inner_vlan=inner,
+            segment=flow.segment,
+            roles_from=flow.roles_from,
+        )

@@ -1,0 +1,205 @@
+"""Wires the stages: frames → decode → flows/reassembly → dissectors → fan-out → sinks.
+
+The per-packet loop lives in ``Pipeline.run`` and touches only locals and two bound methods.
+Everything else (events, flows ending, stats) happens far less often than packets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from otsentry import __version__
+from otsentry.capture.base import Frame
+from otsentry.config import Config, DecodeAs
+from otsentry.decode import Decoder
+from otsentry.dissect.registry import DissectorRegistry, default_registry
+from otsentry.ecs import DocumentIds, alert_doc, asset_doc, event_doc, iso_time, observer_doc
+from otsentry.flow.table import FlowTable
+from otsentry.assets.inventory import Inventory
+from otsentry.model import Alert, Event
+from otsentry.sinks.interface import Sink, Stream
+from otsentry.sinks.ndjson import NdjsonSink
+
+SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
+_PROGRESS_EVERY = 32_768  # packets between progress callbacks
+
+
+@dataclass(slots=True)
+class RunCounters:
+    """What a run counted, outside the flow table and decoder."""
+
+    packets: int = 0
+    bytes: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    events: Counter[str] = field(default_factory=Counter)
+    alerts: Counter[str] = field(default_factory=Counter)
+    capture_errors: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """One replay or live session: owns the decoder, flow table, inventory and sinks."""
+
+    def __init__(
+        self,
+        config: Config,
+        out_dir: Path,
+        *,
+        registry: DissectorRegistry | None = None,
+        decode_as: Sequence[DecodeAs] = (),
+        sinks: Sequence[Sink] | None = None,
+        interface: str | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.registry = registry if registry is not None else default_registry()
+        for proto in config.protocols:
+            if proto.name in self.registry.names:
+                self.registry.set_ports(proto.name, proto.ports, proto.enabled)
+        for rule in (*config.decode_as, *decode_as):
+            self.registry.decode_as(rule.port, rule.protocol)
+        limits = config.limits
+        self.decoder = Decoder(
+            max_fragment_trains=limits.max_ip_fragments, fragment_timeout=limits.fragment_timeout
+        )
+        self.inventory = Inventory()
+        self.ndjson = NdjsonSink(out_dir, self._streams(config))
+        self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
+        self.table = FlowTable(
+            self.registry,
+            self.on_event,
+            config.segment_for,
+            on_flow_end=self.inventory.observe_flow,
+            max_flows=limits.max_flows,
+            max_buffer_per_direction=limits.max_tcp_buffer_per_direction,
+            max_buffer_total=limits.max_tcp_buffer_total,
+            max_ooo_segments=limits.max_ooo_segments_per_direction,
+            idle_timeout=limits.flow_idle_timeout,
+            closed_timeout=limits.tcp_closed_timeout,
+        )
+        self.observer = observer_doc(config.sensor.name, interface)
+        self.ids = DocumentIds(config.sensor.name)
+        self.counters = RunCounters()
+        self.event_hooks: list[Callable[[Event], Iterable[Alert]]] = []
+        self._started = time.perf_counter()
+        self._finished: dict[str, Any] | None = None
+
+    @staticmethod
+    def _streams(config: Config) -> list[Stream]:
+        out = config.outputs
+        wanted = {Stream.EVENTS: out.events, Stream.ALERTS: out.alerts, Stream.ASSETS: out.assets}
+        return [s for s, on in wanted.items() if on]
+
+    # -- the hot loop -----------------------------------------------------------------------
+    def run(self, frames: Iterable[Frame], progress: Callable[[], None] | None = None) -> None:
+        """Process frames until the iterator ends (or raises: counts are kept either way)."""
+        decode = self.decoder.decode
+        packet = self.table.packet
+        it: Iterator[Frame] = iter(frames)
+        c = self.counters
+        packets = nbytes = 0
+        ts = first = -1
+        try:
+            while True:
+                before = packets
+                for ts, linktype, data in islice(it, _PROGRESS_EVERY):
+                    if first < 0:
+                        first = ts
+                    packets += 1
+                    nbytes += len(data)
+                    pkt = decode(linktype, data, ts)
+                    if pkt is not None:
+                        packet(pkt, ts, data)
+                if progress is not None:
+                    progress()
+                if packets - before < _PROGRESS_EVERY:
+                    break
+        finally:
+            c.packets += packets
+            c.bytes += nbytes
+            if first >= 0:
+                c.first_ts = first if c.first_ts is None else min(c.first_ts, first)
+                c.last_ts = ts if c.last_ts is None else max(c.last_ts, ts)
+
+    # -- fan-out ----------------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        """An event from a dissector: write it, and let the detection hooks see it."""
+        self.counters.events[event.envelope.protocol] += 1
+        doc = event_doc(event, self.observer, self.ids)
+        for sink in self.sinks:
+            sink.write(Stream.EVENTS, doc)
+        for hook in self.event_hooks:
+            for alert in hook(event):
+                self.on_alert(alert)
+
+    def on_alert(self, alert: Alert) -> None:
+        """An alert from the rule engine or the baseline detector."""
+        self.counters.alerts[SEVERITY_NAMES.get(alert.severity, str(alert.severity))] += 1
+        doc = alert_doc(alert, self.observer, self.ids)
+        for sink in self.sinks:
+            sink.write(Stream.ALERTS, doc)
+
+    # -- the end ----------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """End every flow, write assets and ``stats.json``, close the sinks; return the stats."""
+        if self._finished is not None:
+            return self._finished
+        c = self.counters
+        end_ts = c.last_ts if c.last_ts is not None else time.time_ns()
+        self.table.close_all(end_ts)
+        for asset in self.inventory.assets():
+            doc = asset_doc(asset, self.observer, self.ids)
+            for sink in self.sinks:
+                sink.write(Stream.ASSETS, doc)
+        for sink in self.sinks:
+            sink.close()
+        stats = self.stats()
+        (self.out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        self._finished = stats
+        return stats
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the run so far (the content of ``stats.json``)."""
+        c = self.counters
+        seconds = time.perf_counter() - self._started
+        table = self.table
+        alerts = {name: c.alerts.get(name, 0) for name in SEVERITY_NAMES.values()}
+        return {
+            "version": __version__,
+            "packets": c.packets,
+            "bytes": c.bytes,
+            "flows": table.flows_total,
+            "flows_active": len(table),
+            "flows_peak": table.peak_flows,
+            "flows_ended": dict(table.ended),
+            "flows_by_protocol": dict(table.flows_by_protocol),
+            "pdus": {name: table.pdus.get(name, 0) for name in self.registry.names},
+            "events": dict(c.events),
+            "alerts": alerts,
+            "alerts_total": sum(c.alerts.values()),
+            "assets": len(self.inventory),
+            "parse_errors": {
+                "decode": dict(self.decoder.errors),
+                "dissector_exceptions": table.stats.dissector_errors,
+                "dissector_no_progress": table.stats.no_progress,
+            },
+            "not_ip_or_transport": dict(self.decoder.other),
+            "ip_fragments": {
+                "reassembled": self.decoder.fragments_reassembled,
+                "trains_evicted": self.decoder.fragment_trains_evicted,
+            },
+            "tcp": table.stats.as_dict(),
+            "capture": {"files": list(c.files), "errors": list(c.capture_errors)},
+            "first_packet": iso_time(c.first_ts) if c.first_ts is not None else None,
+            "last_packet": iso_time(c.last_ts) if c.last_ts is not None else None,
+            "seconds": round(seconds, 3),
+            "packets_per_second": round(c.packets / seconds) if seconds > 0 else 0,
+        }

@@ -1,0 +1,1 @@
+"""Where documents go: the local NDJSON files (always), later Elasticsearch/OpenSearch."""

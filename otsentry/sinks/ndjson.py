@@ -1,0 +1,53 @@
+"""The local NDJSON files: ``events.ndjson``, ``alerts.ndjson``, ``assets.ndjson``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from otsentry.sinks.interface import Stream
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+class NdjsonSink:
+    """One ECS document per line, one file per stream, in the output directory.
+
+    Files are created (truncated) when the sink opens, so an empty file means "nothing of that
+    kind", and they are flushed on ``flush``/``close`` so an interrupted run keeps its output.
+    """
+
+    def __init__(self, out_dir: Path, streams: Iterable[Stream] = tuple(Stream)) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
+        self._files: dict[Stream, IO[str]] = {
+            s: open(out_dir / f"{s.value}.ndjson", "w", encoding="utf-8")  # noqa: SIM115
+            for s in streams
+        }
+        self.counts: dict[Stream, int] = dict.fromkeys(self._files, 0)
+
+    def path(self, stream: Stream) -> Path:
+        """The file a stream is written to."""
+        return self.out_dir / f"{stream.value}.ndjson"
+
+    def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
+        """Append one document."""
+        f = self._files.get(stream)
+        if f is None:
+            return
+        f.write(_DUMPS(doc))
+        f.write("\n")
+        self.counts[stream] += 1
+
+    def flush(self) -> None:
+        """Flush every file."""
+        for f in self._files.values():
+            f.flush()
+
+    def close(self) -> None:
+        """Flush and close every file."""
+        for f in self._files.values():
+            f.close()
+        self._files = {}

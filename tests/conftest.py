@@ -1,0 +1,43 @@
+"""Shared test helpers: where the public captures and the lab captures live."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB_PCAPS = ROOT / "pcaps"
+SHARED_PCAPS = ROOT.parent / "shared" / "pcaps"
+
+
+def shared_pcaps() -> list[Path]:
+    """Every public capture under ../shared/pcaps (empty when the folder is absent)."""
+    if not SHARED_PCAPS.is_dir():
+        return []
+    return sorted(
+        p for p in SHARED_PCAPS.rglob("*") if p.is_file() and p.suffix in (".pcap", ".pcapng")
+    )
+
+
+def lab_pcaps() -> list[Path]:
+    """The project's own captures."""
+    return sorted(LAB_PCAPS.glob("*.pcap"))
+
+
+@pytest.fixture(scope="session")
+def tshark() -> str:
+    """Path to tshark, or skip."""
+    path = shutil.which("tshark")
+    if path is None:
+        pytest.skip("tshark is not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared/pcaps, or skip."""
+    if not SHARED_PCAPS.is_dir():
+        pytest.skip("../shared/pcaps is absent (public captures are not part of a clone)")
+    return SHARED_PCAPS

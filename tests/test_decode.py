@@ -1,0 +1,234 @@
+"""Header decoding: crafted frames (scapy builds them) and a differential check against tshark."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet6 import (
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
+from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.packet import Raw
+
+from otsentry.capture import open_capture
+from otsentry.capture.base import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+)
+from otsentry.decode import (
+    P_DPORT,
+    P_DST,
+    P_FLAGS,
+    P_PAYLOAD,
+    P_SEQ,
+    P_SPORT,
+    P_SRC,
+    P_TRANSPORT,
+    P_VLAN,
+    Decoder,
+    vlan_ids,
+)
+from tests.conftest import lab_pcaps, shared_pcaps
+
+A4 = socket.inet_pton(socket.AF_INET, "10.10.30.5")
+B4 = socket.inet_pton(socket.AF_INET, "10.10.20.15")
+A6 = socket.inet_pton(socket.AF_INET6, "fd00::5")
+B6 = socket.inet_pton(socket.AF_INET6, "fd00::15")
+
+SEGMENT = IP(src="10.10.30.5", dst="10.10.20.15") / TCP(
+    sport=502, dport=49822, seq=1000, flags="PA"
+) / Raw(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x02")
+
+
+def decode(linktype: int, frame: bytes) -> tuple:  # type: ignore[type-arg]
+    pkt = Decoder().decode(linktype, frame, 0)
+    assert pkt is not None
+    return pkt
+
+
+def test_ethernet_ipv4_tcp() -> None:
+    pkt = decode(LINKTYPE_ETHERNET, bytes(Ether() / SEGMENT))
+    assert pkt[P_TRANSPORT] == 6
+    assert (pkt[P_SRC], pkt[P_DST], pkt[P_SPORT], pkt[P_DPORT]) == (A4, B4, 502, 49822)
+    assert pkt[P_SEQ] == 1000
+    assert pkt[P_FLAGS] == 0x18
+    assert pkt[P_PAYLOAD] == bytes(SEGMENT[Raw])
+    assert pkt[P_VLAN] == 0
+
+
+def test_ethernet_padding_is_not_payload() -> None:
+    # a 60-byte minimum frame pads a short segment with zeros the IP total length excludes
+    frame = bytes(Ether() / IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="A") / Raw(b"ab"))
+    padded = frame + b"\x00" * (60 - len(frame))
+    assert decode(LINKTYPE_ETHERNET, padded)[P_PAYLOAD] == b"ab"
+
+
+def test_vlan_and_qinq() -> None:
+    pkt = decode(LINKTYPE_ETHERNET, bytes(Ether() / Dot1Q(vlan=30) / SEGMENT))
+    assert vlan_ids(pkt[P_VLAN]) == (30, None)
+    pkt = decode(LINKTYPE_ETHERNET, bytes(Ether() / Dot1AD(vlan=100) / Dot1Q(vlan=30) / SEGMENT))
+    assert vlan_ids(pkt[P_VLAN]) == (100, 30)
+    assert pkt[P_SPORT] == 502
+
+
+def test_udp() -> None:
+    pkt = decode(LINKTYPE_ETHERNET, bytes(Ether() / IP() / UDP(sport=4000, dport=4840) / b"xyz"))
+    assert (pkt[P_TRANSPORT], pkt[P_SPORT], pkt[P_DPORT], pkt[P_PAYLOAD]) == (17, 4000, 4840, b"xyz")
+
+
+@pytest.mark.parametrize(
+    ("linktype", "frame"),
+    [
+        (LINKTYPE_RAW, bytes(SEGMENT)),
+        (LINKTYPE_LINUX_SLL, bytes(CookedLinux(proto=0x0800) / SEGMENT)),
+        (
+            LINKTYPE_LINUX_SLL2,
+            b"\x08\x00\x00\x00" + b"\x00\x00\x00\x02" + b"\x00\x01\x04\x06" + b"\x00" * 8
+            + bytes(SEGMENT),
+        ),
+        (LINKTYPE_NULL, (2).to_bytes(4, "little") + bytes(SEGMENT)),
+        (LINKTYPE_NULL, (2).to_bytes(4, "big") + bytes(SEGMENT)),
+        (LINKTYPE_LOOP, (2).to_bytes(4, "big") + bytes(SEGMENT)),
+    ],
+    ids=["raw", "sll", "sll2", "null-le", "null-be", "loop"],
+)
+def test_link_types(linktype: int, frame: bytes) -> None:
+    pkt = decode(linktype, frame)
+    assert (pkt[P_SRC], pkt[P_SPORT], pkt[P_DPORT]) == (A4, 502, 49822)
+    assert pkt[P_PAYLOAD] == bytes(SEGMENT[Raw])
+
+
+def test_raw_ipv6_and_bsd_loopback_ipv6() -> None:
+    seg6 = IPv6(src="fd00::5", dst="fd00::15") / TCP(sport=102, dport=50000) / b"S7"
+    assert decode(LINKTYPE_RAW, bytes(seg6))[P_SRC] == A6
+    assert decode(LINKTYPE_NULL, (30).to_bytes(4, "little") + bytes(seg6))[P_DST] == B6
+
+
+def test_ipv6_extension_headers() -> None:
+    seg6 = (
+        IPv6(src="fd00::5", dst="fd00::15")
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrRouting(addresses=["fd00::99"])
+        / IPv6ExtHdrDestOpt()
+        / TCP(sport=4840, dport=51000)
+        / b"HELF"
+    )
+    pkt = decode(LINKTYPE_ETHERNET, bytes(Ether() / seg6))
+    assert (pkt[P_SPORT], pkt[P_DPORT], pkt[P_PAYLOAD]) == (4840, 51000, b"HELF")
+
+
+def test_ipv4_fragments_reassembled_in_any_order() -> None:
+    payload = bytes(range(256)) * 12
+    whole = IP(src="10.10.30.5", dst="10.10.20.15", id=77) / UDP(sport=1, dport=2) / payload
+    frags = [bytes(Ether() / f) for f in fragment(whole, fragsize=512)]
+    assert len(frags) > 3
+    dec = Decoder()
+    order = [frags[2], frags[0], frags[-1], *frags[3:-1], frags[1]]
+    results = [dec.decode(LINKTYPE_ETHERNET, f, 0) for f in order]
+    assert results[:-1] == [None] * (len(order) - 1)
+    last = results[-1]
+    assert last is not None and last[P_PAYLOAD] == payload
+    assert dec.fragments_reassembled == 1
+    assert dec.fragment_trains_open == 0
+
+
+def test_ipv6_fragments_reassembled() -> None:
+    payload = b"opcua" * 600
+    pkt6 = IPv6(src="fd00::5", dst="fd00::15") / IPv6ExtHdrFragment(id=9) / UDP(
+        sport=4840, dport=4841
+    ) / payload
+    from scapy.layers.inet6 import fragment6
+
+    frags = [bytes(Ether() / f) for f in fragment6(pkt6, 1280)]
+    dec = Decoder()
+    out = [dec.decode(LINKTYPE_ETHERNET, f, 0) for f in frags]
+    assert out[-1] is not None and out[-1][P_PAYLOAD] == payload
+
+
+def test_fragment_table_is_bounded() -> None:
+    dec = Decoder(max_fragment_trains=16)
+    for ident in range(1000):
+        first = fragment(IP(id=ident, dst="1.1.1.1") / UDP() / (b"x" * 2000), fragsize=1000)[0]
+        assert dec.decode(LINKTYPE_RAW, bytes(first), ident) is None
+    assert dec.fragment_trains_open <= 16
+    assert dec.fragment_trains_evicted >= 1000 - 16
+
+
+@pytest.mark.parametrize("cut", range(0, 54))
+def test_truncated_frames_are_counted_not_raised(cut: int) -> None:
+    dec = Decoder()
+    frame = bytes(Ether() / SEGMENT)[:cut]
+    result = dec.decode(LINKTYPE_ETHERNET, frame, 0)
+    assert result is None or result[P_PAYLOAD] == b""
+    if result is None:
+        assert sum(dec.errors.values()) == 1
+
+
+def test_non_ip_is_counted() -> None:
+    from scapy.layers.l2 import ARP
+
+    dec = Decoder()
+    assert dec.decode(LINKTYPE_ETHERNET, bytes(Ether() / ARP()), 0) is None
+    assert dec.other == {"ethertype.0x0806": 1}
+
+
+# -- differential: every TCP/UDP header we decode agrees with tshark --------------------------
+
+_FIELDS = ["frame.number", "ip.src", "ipv6.src", "tcp.srcport", "tcp.dstport", "udp.srcport",
+           "udp.dstport", "tcp.len", "vlan.id"]
+
+
+def _tshark_rows(tshark: str, path: Path) -> dict[int, list[str]]:
+    cmd = [tshark, "-n", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E",
+           "occurrence=f", "-o", "tcp.desegment_tcp_streams:FALSE"]
+    for f in _FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        cols = line.split("|")
+        rows[int(cols[0])] = cols[1:]
+    return rows
+
+
+def _differential_files() -> list[Path]:
+    files = lab_pcaps() + [p for p in shared_pcaps() if p.stat().st_size < 600_000]
+    return files
+
+
+@pytest.mark.parametrize("path", _differential_files(), ids=lambda p: p.name)
+def test_decode_agrees_with_tshark(path: Path, tshark: str) -> None:
+    rows = _tshark_rows(tshark, path)
+    dec = Decoder()
+    reader = open_capture(path)
+    checked = 0
+    for number, (ts, linktype, frame) in enumerate(reader, start=1):
+        pkt = dec.decode(linktype, frame, ts)
+        ip_src, ip6_src, tsport, tdport, usport, udport, tlen, vlan = rows[number]
+        if pkt is None:
+            continue
+        src = socket.inet_ntop(socket.AF_INET if len(pkt[P_SRC]) == 4 else socket.AF_INET6,
+                               pkt[P_SRC])
+        assert src in (ip_src, ip6_src), f"frame {number}"
+        if pkt[P_TRANSPORT] == 6 and tsport:
+            assert (pkt[P_SPORT], pkt[P_DPORT]) == (int(tsport), int(tdport)), f"frame {number}"
+            assert len(pkt[P_PAYLOAD]) == int(tlen), f"frame {number}"
+        elif pkt[P_TRANSPORT] == 17 and usport:
+            assert (pkt[P_SPORT], pkt[P_DPORT]) == (int(usport), int(udport)), f"frame {number}"
+        if vlan:
+            assert vlan_ids(pkt[P_VLAN])[0] == int(vlan), f"frame {number}"
+        checked += 1
+    reader.close()
+    assert checked > 0
