@@ -69,7 +69,7 @@ def vlan_ids(vlan: int) -> tuple[int | None, int | None]:
 
 
 class _FragmentTrain:
-    __slots__ = ("first_ts", "parts", "total", "size", "header_proto")
+    __slots__ = ("first_ts", "header_proto", "parts", "size", "total")
 
     def __init__(self, ts: int, proto: int) -> None:
         self.first_ts = ts
@@ -98,7 +98,7 @@ class Decoder:
         self._max_frag_bytes = max_fragment_bytes
 
     # The decode entry point. Kept as one function with the common case first.
-    def decode(self, linktype: int, data: bytes, ts: int) -> Packet | None:  # noqa: C901
+    def decode(self, linktype: int, data: bytes, ts: int) -> Packet | None:
         """Decode one frame; None for frames that carry no TCP/UDP (counted)."""
         vlan = 0
         macoff = -1
@@ -190,7 +190,7 @@ class Decoder:
             end = off + plen if plen else len(data)
             if end > len(data):
                 end = len(data)
-            while proto in _V6_CHAINED or proto == _V6_AH or proto == _V6_FRAGMENT:
+            while proto in _V6_CHAINED or proto in (_V6_AH, _V6_FRAGMENT):
                 if end < off + 8:
                     self.errors["ipv6.truncated_extension"] += 1
                     return None

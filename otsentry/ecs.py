@@ -25,7 +25,9 @@ def iso_time(ts_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
 
 
-def observer_doc(name: str, interface: str | None = None, zone: str | None = None) -> dict[str, Any]:
+def observer_doc(
+    name: str, interface: str | None = None, zone: str | None = None
+) -> dict[str, Any]:
     """The ``observer.*`` block describing this sensor."""
     doc: dict[str, Any] = {
         "type": "sensor",

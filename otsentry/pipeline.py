@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from otsentry import __version__
+from otsentry.assets.inventory import Inventory
 from otsentry.capture.base import Frame
 from otsentry.config import Config, DecodeAs
 from otsentry.decode import Decoder
 from otsentry.dissect.registry import DissectorRegistry, default_registry
 from otsentry.ecs import DocumentIds, alert_doc, asset_doc, event_doc, iso_time, observer_doc
 from otsentry.flow.table import FlowTable
-from otsentry.assets.inventory import Inventory
 from otsentry.model import Alert, Event
 from otsentry.sinks.interface import Sink, Stream
 from otsentry.sinks.ndjson import NdjsonSink

@@ -47,9 +47,11 @@ B4 = socket.inet_pton(socket.AF_INET, "10.10.20.15")
 A6 = socket.inet_pton(socket.AF_INET6, "fd00::5")
 B6 = socket.inet_pton(socket.AF_INET6, "fd00::15")
 
-SEGMENT = IP(src="10.10.30.5", dst="10.10.20.15") / TCP(
-    sport=502, dport=49822, seq=1000, flags="PA"
-) / Raw(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x02")
+SEGMENT = (
+    IP(src="10.10.30.5", dst="10.10.20.15")
+    / TCP(sport=502, dport=49822, seq=1000, flags="PA")
+    / Raw(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x02")
+)
 
 
 def decode(linktype: int, frame: bytes) -> tuple:  # type: ignore[type-arg]
@@ -85,7 +87,12 @@ def test_vlan_and_qinq() -> None:
 
 def test_udp() -> None:
     pkt = decode(LINKTYPE_ETHERNET, bytes(Ether() / IP() / UDP(sport=4000, dport=4840) / b"xyz"))
-    assert (pkt[P_TRANSPORT], pkt[P_SPORT], pkt[P_DPORT], pkt[P_PAYLOAD]) == (17, 4000, 4840, b"xyz")
+    assert (pkt[P_TRANSPORT], pkt[P_SPORT], pkt[P_DPORT], pkt[P_PAYLOAD]) == (
+        17,
+        4000,
+        4840,
+        b"xyz",
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +102,10 @@ def test_udp() -> None:
         (LINKTYPE_LINUX_SLL, bytes(CookedLinux(proto=0x0800) / SEGMENT)),
         (
             LINKTYPE_LINUX_SLL2,
-            b"\x08\x00\x00\x00" + b"\x00\x00\x00\x02" + b"\x00\x01\x04\x06" + b"\x00" * 8
+            b"\x08\x00\x00\x00"
+            + b"\x00\x00\x00\x02"
+            + b"\x00\x01\x04\x06"
+            + b"\x00" * 8
             + bytes(SEGMENT),
         ),
         (LINKTYPE_NULL, (2).to_bytes(4, "little") + bytes(SEGMENT)),
@@ -146,9 +156,12 @@ def test_ipv4_fragments_reassembled_in_any_order() -> None:
 
 def test_ipv6_fragments_reassembled() -> None:
     payload = b"opcua" * 600
-    pkt6 = IPv6(src="fd00::5", dst="fd00::15") / IPv6ExtHdrFragment(id=9) / UDP(
-        sport=4840, dport=4841
-    ) / payload
+    pkt6 = (
+        IPv6(src="fd00::5", dst="fd00::15")
+        / IPv6ExtHdrFragment(id=9)
+        / UDP(sport=4840, dport=4841)
+        / payload
+    )
     from scapy.layers.inet6 import fragment6
 
     frags = [bytes(Ether() / f) for f in fragment6(pkt6, 1280)]
@@ -186,13 +199,34 @@ def test_non_ip_is_counted() -> None:
 
 # -- differential: every TCP/UDP header we decode agrees with tshark --------------------------
 
-_FIELDS = ["frame.number", "ip.src", "ipv6.src", "tcp.srcport", "tcp.dstport", "udp.srcport",
-           "udp.dstport", "tcp.len", "vlan.id"]
+_FIELDS = [
+    "frame.number",
+    "ip.src",
+    "ipv6.src",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "tcp.len",
+    "vlan.id",
+]
 
 
 def _tshark_rows(tshark: str, path: Path) -> dict[int, list[str]]:
-    cmd = [tshark, "-n", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E",
-           "occurrence=f", "-o", "tcp.desegment_tcp_streams:FALSE"]
+    cmd = [
+        tshark,
+        "-n",
+        "-r",
+        str(path),
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=f",
+        "-o",
+        "tcp.desegment_tcp_streams:FALSE",
+    ]
     for f in _FIELDS:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -219,8 +253,9 @@ def test_decode_agrees_with_tshark(path: Path, tshark: str) -> None:
         ip_src, ip6_src, tsport, tdport, usport, udport, tlen, vlan = rows[number]
         if pkt is None:
             continue
-        src = socket.inet_ntop(socket.AF_INET if len(pkt[P_SRC]) == 4 else socket.AF_INET6,
-                               pkt[P_SRC])
+        src = socket.inet_ntop(
+            socket.AF_INET if len(pkt[P_SRC]) == 4 else socket.AF_INET6, pkt[P_SRC]
+        )
         assert src in (ip_src, ip6_src), f"frame {number}"
         if pkt[P_TRANSPORT] == 6 and tsport:
             assert (pkt[P_SPORT], pkt[P_DPORT]) == (int(tsport), int(tdport)), f"frame {number}"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from otsentry.capture import CaptureError, CaptureReader, expand_paths, merge_frames, open_capture
-from otsentry.cli.ui import ReplayProgress, console, print_summary
+from otsentry.cli.ui import ReplayProgress, error, print_summary
 from otsentry.config import ConfigError, DecodeAs, load_config, parse_decode_as
 from otsentry.dissect.registry import UnknownProtocolError
 from otsentry.pipeline import Pipeline
@@ -55,24 +55,24 @@ def replay(
         cfg = load_config(config)
         rules: list[DecodeAs] = [parse_decode_as(spec) for spec in decode_as or ()]
     except (ConfigError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(exc)
         raise typer.Exit(2) from None
     out_dir = out if out is not None else cfg.outputs.dir
     try:
         paths = expand_paths(pcaps)
     except (CaptureError, OSError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(exc)
         raise typer.Exit(2) from None
     if not paths:
-        console.print("[red]error:[/] no capture files found")
+        error("no capture files found")
         raise typer.Exit(2)
     try:
         pipeline = Pipeline(cfg, out_dir, decode_as=rules)
     except UnknownProtocolError as exc:
-        console.print(f"[red]error:[/] --decode-as: {exc}")
+        error(f"--decode-as: {exc}")
         raise typer.Exit(2) from None
     except OSError as exc:
-        console.print(f"[red]error:[/] cannot write to {out_dir}: {exc}")
+        error(f"cannot write to {out_dir}: {exc}")
         raise typer.Exit(2) from None
 
     failed = _replay_files(pipeline, paths, quiet=quiet, keep_going=keep_going)
@@ -95,7 +95,7 @@ def _replay_files(pipeline: Pipeline, paths: list[Path], *, quiet: bool, keep_go
         nonlocal failed
         failed = True
         counters.capture_errors.append(str(err))
-        console.print(f"[red]error:[/] {err}")
+        error(err)
 
     for path in paths:
         try:

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,6 +24,11 @@ from otsentry.capture import CaptureReader
 
 #: UI goes to stderr; stdout is for machine output.
 console = Console(stderr=True, highlight=False)
+
+
+def error(message: object) -> None:
+    """One ``error: …`` line on stderr, never wrapped (scripts grep it)."""
+    console.print(f"[red]error:[/] {escape(str(message))}", soft_wrap=True)
 
 
 class ReplayProgress:

@@ -39,9 +39,7 @@ class DissectorRegistry:
             return self._specs[name]
         except KeyError:
             known = ", ".join(sorted(self._specs)) or "none"
-            raise UnknownProtocolError(
-                f"unknown protocol {name!r} (known: {known})"
-            ) from None
+            raise UnknownProtocolError(f"unknown protocol {name!r} (known: {known})") from None
 
     @property
     def names(self) -> tuple[str, ...]:

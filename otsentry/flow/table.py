@@ -74,6 +74,19 @@ class Flow:
         "vlan",
     )
 
+    transport: int
+    vlan: int
+    first_ts: int
+    last_ts: int
+    client_ip: bytes
+    client_port: int
+    server_ip: bytes
+    server_port: int
+    roles_from: str
+    segment: str
+    key_c: tuple[bytes, int, bytes, int, int, int]
+    key_s: tuple[bytes, int, bytes, int, int, int]
+
     def __init__(self) -> None:
         self.dissector: Dissector | None = None
         self.protocol = ""
@@ -164,7 +177,7 @@ class FlowTable:
     # -- per packet -------------------------------------------------------------------------
     def packet(self, pkt: Packet, ts: int, frame: bytes) -> None:
         """Account one decoded packet to its flow and feed the flow's dissector."""
-        transport, src, dst, sport, dport, vlan, flags, seq, payload, macoff = pkt
+        transport, src, dst, sport, dport, vlan, flags, seq, payload, _macoff = pkt
         entry = self.flows.get((src, sport, dst, dport, vlan, transport))
         if entry is None:
             flow, fc = self._create(pkt, ts, frame)
@@ -186,11 +199,10 @@ class FlowTable:
                 if stream is not None:
                     stream.syn(seq)
                 seq = (seq + 1) & 0xFFFFFFFF
-            if payload and not flow.closed:
-                if stream is not None:
-                    if flow.dissector is None and flow.probe_left:
-                        self._probe(flow, fc, payload, ts)
-                    stream.segment(seq, payload, ts)
+            if payload and not flow.closed and stream is not None:
+                if flow.dissector is None and flow.probe_left:
+                    self._probe(flow, fc, payload, ts)
+                stream.segment(seq, payload, ts)
             if flags & (FIN | RST):
                 self._fin_rst(flow, fc, flags, ts)
         elif payload:
@@ -215,15 +227,39 @@ class FlowTable:
         smac = frame[macoff + 6 : macoff + 12] if macoff >= 0 else None
         dmac = frame[macoff : macoff + 6] if macoff >= 0 else None
         if fc:
-            flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = src, sport, dst, dport
+            flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = (
+                src,
+                sport,
+                dst,
+                dport,
+            )
             flow.client_mac, flow.server_mac = smac, dmac
         else:
-            flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = dst, dport, src, sport
+            flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = (
+                dst,
+                dport,
+                src,
+                sport,
+            )
             flow.client_mac, flow.server_mac = dmac, smac
         flow.roles_from = roles_from
         flow.segment = self.segment_for(ip_text(flow.server_ip), vlan_ids(vlan)[0])
-        key_c = (flow.client_ip, flow.client_port, flow.server_ip, flow.server_port, vlan, transport)
-        key_s = (flow.server_ip, flow.server_port, flow.client_ip, flow.client_port, vlan, transport)
+        key_c = (
+            flow.client_ip,
+            flow.client_port,
+            flow.server_ip,
+            flow.server_port,
+            vlan,
+            transport,
+        )
+        key_s = (
+            flow.server_ip,
+            flow.server_port,
+            flow.client_ip,
+            flow.client_port,
+            vlan,
+            transport,
+        )
         flow.key_c, flow.key_s = key_c, key_s
         self.flows[key_c] = (flow, True)
         self.flows[key_s] = (flow, False)

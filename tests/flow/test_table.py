@@ -38,8 +38,16 @@ def seg(from_client: bool, seq_off: int, data: bytes = b"", flags: str = "PA") -
 
 def handshake() -> list[bytes]:
     return [
-        bytes(Ether() / IP(src=CLIENT, dst=SERVER) / TCP(sport=CPORT, dport=SPORT, seq=C_ISN, flags="S")),
-        bytes(Ether() / IP(src=SERVER, dst=CLIENT) / TCP(sport=SPORT, dport=CPORT, seq=S_ISN, flags="SA")),
+        bytes(
+            Ether()
+            / IP(src=CLIENT, dst=SERVER)
+            / TCP(sport=CPORT, dport=SPORT, seq=C_ISN, flags="S")
+        ),
+        bytes(
+            Ether()
+            / IP(src=SERVER, dst=CLIENT)
+            / TCP(sport=SPORT, dport=CPORT, seq=S_ISN, flags="SA")
+        ),
         seg(True, 0, flags="A"),
     ]
 
@@ -91,7 +99,7 @@ def test_in_order_whole_adus() -> None:
     frames = handshake() + [seg(True, off, d) for off, d in chop(STREAM, [12])]
     h.feed(frames)
     assert h.client_adus() == ADUS
-    flow, fc = next(iter(h.table.flows.values()))
+    flow, _fc = next(iter(h.table.flows.values()))
     assert (flow.roles_from, flow.protocol) == ("handshake", "mbap")
     assert h.table.stats.bytes_buffered == 0
 
@@ -125,11 +133,14 @@ def test_overlap_keeps_first_bytes_and_counts_conflict() -> None:
     h = Harness()
     first = STREAM[:20]
     forged = bytes(b ^ 0xFF for b in STREAM[10:30])
-    frames = handshake() + [
-        seg(True, 0, first),
-        seg(True, 10, forged),  # overlaps 10 bytes already delivered, brings 10 new ones
-        seg(True, 30, STREAM[30:]),
-    ]
+    frames = (
+        handshake()
+        + [
+            seg(True, 0, first),
+            seg(True, 10, forged),  # overlaps 10 bytes already delivered, brings 10 new ones
+            seg(True, 30, STREAM[30:]),
+        ]
+    )
     h.feed(frames)
     assert h.table.stats.overlaps == 1
     # the overlapping part of the forged segment was ignored; its new bytes were taken
@@ -174,8 +185,11 @@ def test_roles_from_server_first_packet_on_known_port() -> None:
 
 def test_fin_closes_flow_and_dissector() -> None:
     h = Harness()
-    frames = handshake() + [seg(True, 0, ADUS[0]), seg(True, len(ADUS[0]), flags="FA"),
-                            seg(False, 0, flags="FA")]
+    frames = handshake() + [
+        seg(True, 0, ADUS[0]),
+        seg(True, len(ADUS[0]), flags="FA"),
+        seg(False, 0, flags="FA"),
+    ]
     h.feed(frames)
     flow = next(iter(h.table.flows.values()))[0]
     assert flow.closed and flow.dissector.closed  # type: ignore[union-attr]
@@ -186,8 +200,11 @@ def test_fin_closes_flow_and_dissector() -> None:
 def test_flow_cap_evicts_and_memory_stays_bounded() -> None:
     h = Harness(max_flows=100)
     frames = [
-        bytes(Ether() / IP(src=f"10.1.{i // 250}.{i % 250 + 1}", dst=SERVER)
-              / TCP(sport=40000, dport=502, flags="S", seq=i))
+        bytes(
+            Ether()
+            / IP(src=f"10.1.{i // 250}.{i % 250 + 1}", dst=SERVER)
+            / TCP(sport=40000, dport=502, flags="S", seq=i)
+        )
         for i in range(1000)
     ]
     h.feed(frames)
@@ -200,9 +217,11 @@ def test_per_direction_buffer_cap() -> None:
     h = Harness(max_buffer_per_direction=64)
     # an MBAP header claiming 254 bytes, then a trickle of bytes that never completes it
     hdr = struct.pack("!HHHB", 1, 0, 254, 1)
-    frames = handshake() + [seg(True, 0, hdr)] + [
-        seg(True, len(hdr) + 10 * i, b"\x00" * 10) for i in range(20)
-    ]
+    frames = (
+        handshake()
+        + [seg(True, 0, hdr)]
+        + [seg(True, len(hdr) + 10 * i, b"\x00" * 10) for i in range(20)]
+    )
     h.feed(frames)
     assert h.table.stats.overflows >= 1
     assert h.table.stats.bytes_buffered <= 64
@@ -210,8 +229,12 @@ def test_per_direction_buffer_cap() -> None:
 
 def test_probe_finds_protocol_on_any_port() -> None:
     h = Harness()
-    frame = bytes(Ether() / IP(src=CLIENT, dst=SERVER) / TCP(sport=40001, dport=5020, flags="PA", seq=1)
-                  / ADUS[0])
+    frame = bytes(
+        Ether()
+        / IP(src=CLIENT, dst=SERVER)
+        / TCP(sport=40001, dport=5020, flags="PA", seq=1)
+        / ADUS[0]
+    )
     h.feed([frame])
     flow = next(iter(h.table.flows.values()))[0]
     assert flow.protocol == "mbap"
@@ -225,7 +248,5 @@ def test_events_carry_community_id() -> None:
     # Community ID v1 of (10.10.30.10:49822 -> 10.10.30.5:502, tcp), as Zeek/Suricata compute it
     from communityid import CommunityID, FlowTuple
 
-    assert conn.community_id == CommunityID().calc(
-        FlowTuple.make_tcp(CLIENT, SERVER, CPORT, SPORT)
-    )
+    assert conn.community_id == CommunityID().calc(FlowTuple.make_tcp(CLIENT, SERVER, CPORT, SPORT))
     assert (conn.client_ip, conn.server_ip, conn.segment) == (CLIENT, SERVER, "seg")
