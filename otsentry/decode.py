@@ -37,6 +37,7 @@ _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 
 _U16 = Struct("!H")
 _U16_AT12 = Struct("!12xH")
+_ETH_IPV4 = Struct("!12xHBxHHHxB2x4s4s")  # ethertype + the IPv4 header fields we use
 _IPV4 = Struct("!BxHHHxB2x4s4s")  # ver/ihl, total length, id, flags/frag offset, proto, src, dst
 _IPV6 = Struct("!4xHBx16s16s")  # payload length, next header, src, dst
 _TCP = Struct("!HHI4xBB")  # sport, dport, seq, data offset, flags
@@ -53,12 +54,16 @@ _AF_INET6 = frozenset((10, 24, 28, 30))
 _V6_HOPOPTS, _V6_ROUTING, _V6_FRAGMENT, _V6_DSTOPTS, _V6_AH, _V6_MOBILITY = 0, 43, 44, 60, 51, 135
 _V6_CHAINED = frozenset((_V6_HOPOPTS, _V6_ROUTING, _V6_DSTOPTS, _V6_MOBILITY, 139, 140))
 
-#: A decoded packet: (transport, src ip, dst ip, src port, dst port, vlan tag, TCP flags, TCP seq,
-#: payload, link offset of the MAC header or -1). IPs are packed bytes (4 or 16). ``vlan`` packs
-#: the outer VLAN id in bits 0-11 and the inner (QinQ) id in bits 12-23; 0 = untagged.
-Packet = tuple[int, bytes, bytes, int, int, int, int, int, bytes, int]
+#: The flow key of a packet as sent: (src ip, src port, dst ip, dst port, vlan tag, transport).
+#: IPs are packed bytes (4 or 16). ``vlan`` packs the outer VLAN id in bits 0-11 and the inner
+#: (QinQ) id in bits 12-23; 0 = untagged.
+FlowKey = tuple[bytes, int, bytes, int, int, int]
 
-P_TRANSPORT, P_SRC, P_DST, P_SPORT, P_DPORT, P_VLAN, P_FLAGS, P_SEQ, P_PAYLOAD, P_MACOFF = range(10)
+#: A decoded packet: (flow key, TCP flags, TCP seq, payload, offset of the MAC header or -1).
+Packet = tuple[FlowKey, int, int, bytes, int]
+
+K_SRC, K_SPORT, K_DST, K_DPORT, K_VLAN, K_TRANSPORT = range(6)
+P_KEY, P_FLAGS, P_SEQ, P_PAYLOAD, P_MACOFF = range(5)
 
 
 def vlan_ids(vlan: int) -> tuple[int | None, int | None]:
@@ -102,8 +107,28 @@ class Decoder:
         """Decode one frame; None for frames that carry no TCP/UDP (counted)."""
         vlan = 0
         macoff = -1
+        n = len(data)
+        if linktype == LINKTYPE_ETHERNET and n >= 34:
+            etype, vihl, total, ident, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
+            if etype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 20:
+                # the common case: untagged Ethernet, IPv4 without options, not a fragment
+                end = 14 + total
+                if end > n:
+                    end = n
+                off = 34
+                macoff = 0
+                if proto == TCP:
+                    if end < 48:
+                        self.errors["tcp.truncated"] += 1
+                        return None
+                    sport, dport, seq, doff, flags = _TCP.unpack_from(data, 34)
+                    doff = (doff >> 4) * 4
+                    if doff < 20:
+                        self.errors["tcp.bad_data_offset"] += 1
+                        return None
+                    return ((src, sport, dst, dport, 0, TCP), flags, seq, data[34 + doff : end], 0)
         if linktype == LINKTYPE_ETHERNET:
-            if len(data) < 14:
+            if n < 14:
                 self.errors["ethernet.truncated"] += 1
                 return None
             etype = _U16_AT12.unpack_from(data)[0]
@@ -223,14 +248,20 @@ class Decoder:
             if doff < 20:
                 self.errors["tcp.bad_data_offset"] += 1
                 return None
-            return (TCP, src, dst, sport, dport, vlan, flags, seq, data[off + doff : end], macoff)
+            return ((src, sport, dst, dport, vlan, TCP), flags, seq, data[off + doff : end], macoff)
         if proto == UDP:
             if end < off + 8:
                 self.errors["udp.truncated"] += 1
                 return None
             sport, dport, ulen = _UDP.unpack_from(data, off)
             uend = off + ulen if ulen >= 8 else end
-            return (UDP, src, dst, sport, dport, vlan, 0, 0, data[off + 8 : min(uend, end)], macoff)
+            return (
+                (src, sport, dst, dport, vlan, UDP),
+                0,
+                0,
+                data[off + 8 : min(uend, end)],
+                macoff,
+            )
         self.other[f"ip.proto.{proto}"] += 1
         return None
 

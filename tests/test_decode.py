@@ -27,19 +27,7 @@ from otsentry.capture.base import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
 )
-from otsentry.decode import (
-    P_DPORT,
-    P_DST,
-    P_FLAGS,
-    P_PAYLOAD,
-    P_SEQ,
-    P_SPORT,
-    P_SRC,
-    P_TRANSPORT,
-    P_VLAN,
-    Decoder,
-    vlan_ids,
-)
+from otsentry.decode import Decoder, Packet, vlan_ids
 from tests.conftest import lab_pcaps, shared_pcaps
 
 A4 = socket.inet_pton(socket.AF_INET, "10.10.30.5")
@@ -54,10 +42,20 @@ SEGMENT = (
 )
 
 
+# flat indices into what flat() returns
+P_TRANSPORT, P_SRC, P_DST, P_SPORT, P_DPORT, P_VLAN, P_FLAGS, P_SEQ, P_PAYLOAD = range(9)
+
+
+def flat(pkt: Packet) -> tuple:  # type: ignore[type-arg]
+    """(transport, src, dst, sport, dport, vlan, flags, seq, payload)."""
+    (src, sport, dst, dport, vlan, transport), flags, seq, payload, _macoff = pkt
+    return (transport, src, dst, sport, dport, vlan, flags, seq, payload)
+
+
 def decode(linktype: int, frame: bytes) -> tuple:  # type: ignore[type-arg]
     pkt = Decoder().decode(linktype, frame, 0)
     assert pkt is not None
-    return pkt
+    return flat(pkt)
 
 
 def test_ethernet_ipv4_tcp() -> None:
@@ -149,7 +147,7 @@ def test_ipv4_fragments_reassembled_in_any_order() -> None:
     results = [dec.decode(LINKTYPE_ETHERNET, f, 0) for f in order]
     assert results[:-1] == [None] * (len(order) - 1)
     last = results[-1]
-    assert last is not None and last[P_PAYLOAD] == payload
+    assert last is not None and flat(last)[P_PAYLOAD] == payload
     assert dec.fragments_reassembled == 1
     assert dec.fragment_trains_open == 0
 
@@ -167,7 +165,8 @@ def test_ipv6_fragments_reassembled() -> None:
     frags = [bytes(Ether() / f) for f in fragment6(pkt6, 1280)]
     dec = Decoder()
     out = [dec.decode(LINKTYPE_ETHERNET, f, 0) for f in frags]
-    assert out[-1] is not None and out[-1][P_PAYLOAD] == payload
+    last = out[-1]
+    assert last is not None and flat(last)[P_PAYLOAD] == payload
 
 
 def test_fragment_table_is_bounded() -> None:
@@ -184,7 +183,7 @@ def test_truncated_frames_are_counted_not_raised(cut: int) -> None:
     dec = Decoder()
     frame = bytes(Ether() / SEGMENT)[:cut]
     result = dec.decode(LINKTYPE_ETHERNET, frame, 0)
-    assert result is None or result[P_PAYLOAD] == b""
+    assert result is None or flat(result)[P_PAYLOAD] == b""
     if result is None:
         assert sum(dec.errors.values()) == 1
 
@@ -249,10 +248,11 @@ def test_decode_agrees_with_tshark(path: Path, tshark: str) -> None:
     reader = open_capture(path)
     checked = 0
     for number, (ts, linktype, frame) in enumerate(reader, start=1):
-        pkt = dec.decode(linktype, frame, ts)
+        decoded = dec.decode(linktype, frame, ts)
         ip_src, ip6_src, tsport, tdport, usport, udport, tlen, vlan = rows[number]
-        if pkt is None:
+        if decoded is None:
             continue
+        pkt = flat(decoded)
         src = socket.inet_ntop(
             socket.AF_INET if len(pkt[P_SRC]) == 4 else socket.AF_INET6, pkt[P_SRC]
         )

@@ -96,6 +96,18 @@ class TcpStream:
     def segment(self, seq: int, payload: bytes, ts: int) -> None:
         """Take one data segment (non-empty payload) in capture order."""
         nxt = self.next_seq
+        if seq == nxt and not self.buf and not self.ooo and self.dissector is not None:
+            # the common case: the next bytes, nothing buffered — parse in place
+            n = len(payload)
+            self.next_seq = (seq + n) & _MASK
+            try:
+                r = self.dissector.parse(payload, 0, self.from_client, ts)
+            except Exception:
+                r = -(1 << 62)  # handled by the general path below
+            if r == n:
+                return
+            self._after_first_parse(payload, r, ts)
+            return
         if nxt < 0:  # picked up mid-stream: no SYN seen for this direction
             self.stats.midstream_pickups += 1
             self.next_seq = seq
@@ -208,6 +220,34 @@ class TcpStream:
             self.stats.bytes_buffered -= pos
         if len(buf) > self.max_buffer:
             self._overflow(ts)
+
+    def _after_first_parse(self, payload: bytes, r: int, ts: int) -> None:
+        """Finish a fast-path segment whose first parse did not consume all of it."""
+        if r == -(1 << 62):
+            self.stats.dissector_errors += 1
+            r = 0
+        if r == 0:
+            self.stats.no_progress += 1
+            self._notify_gap(ts)
+            return
+        if r > 0:
+            pos = r
+            more = self._run(payload[pos:], ts) if pos < len(payload) else 0
+            if more < 0:
+                self._notify_gap(ts)
+                return
+            pos += more
+        else:
+            self.need = len(payload) - r
+            pos = 0
+        rest = len(payload) - pos
+        if rest <= 0:
+            return
+        if rest > self.max_buffer or self.stats.bytes_buffered + rest > self.total_cap:
+            self._overflow(ts)
+            return
+        self.buf.extend(payload if pos == 0 else payload[pos:])
+        self.stats.bytes_buffered += rest
 
     def _run(self, data: bytes | bytearray, ts: int) -> int:
         """Let the dissector consume what it can of ``data``: the bytes consumed, or -1 when it

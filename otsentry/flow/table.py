@@ -177,8 +177,9 @@ class FlowTable:
     # -- per packet -------------------------------------------------------------------------
     def packet(self, pkt: Packet, ts: int, frame: bytes) -> None:
         """Account one decoded packet to its flow and feed the flow's dissector."""
-        transport, src, dst, sport, dport, vlan, flags, seq, payload, _macoff = pkt
-        entry = self.flows.get((src, sport, dst, dport, vlan, transport))
+        key, flags, seq, payload, _macoff = pkt
+        entry = self.flows.get(key)
+        transport = key[5]
         if entry is None:
             flow, fc = self._create(pkt, ts, frame)
         else:
@@ -215,7 +216,7 @@ class FlowTable:
 
     # -- flow lifecycle ---------------------------------------------------------------------
     def _create(self, pkt: Packet, ts: int, frame: bytes) -> tuple[Flow, bool]:
-        transport, src, dst, sport, dport, vlan, flags, _seq, _payload, macoff = pkt
+        (src, sport, dst, dport, vlan, transport), flags, _seq, _payload, macoff = pkt
         if len(self.flows) >= 2 * self.max_flows:
             self._make_room(ts)
         ports = self.tcp_ports if transport == TCP else self.udp_ports
