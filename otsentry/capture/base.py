@@ -51,6 +51,7 @@ class CaptureReader(Protocol):
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + 15  # zlib: gzip wrapper, 32 KiB window; checks each member's CRC and length
 _RAW_CHUNK = 256 * 1024
+_SALVAGE_STEP = 4096
 
 
 class SourceError(Exception):
@@ -85,6 +86,7 @@ class FileSource:
         self._dec = zlib.decompressobj(_GZIP_WBITS) if self.compressed else None
         self._pending = b"" if self.compressed else first
         self._in = first if self.compressed else b""
+        self._step = 0  # compressed bytes per decompress call: 0 = all at hand
 
     def peek(self, n: int) -> bytes:
         """The next ``n`` bytes (fewer at the end of the stream), left for the next ``read``."""
@@ -141,11 +143,22 @@ class FileSource:
                     raise SourceError("truncated gzip stream")
             if dec.eof:  # another gzip member follows (concatenated .gz files)
                 dec = self._dec = zlib.decompressobj(_GZIP_WBITS)
+            step = self._step
+            feed, rest = (data, b"") if step == 0 else (data[:step], data[step:])
+            saved = dec.copy() if step != 1 else None
             try:
-                out = dec.decompress(data, n)
+                out = dec.decompress(feed, n)
             except zlib.error as err:
-                raise SourceError(f"corrupt gzip stream: {err}") from None
-            self._in = dec.unused_data if dec.eof else dec.unconsumed_tail
+                if saved is None:
+                    raise SourceError(f"corrupt gzip stream: {err}") from None
+                # zlib drops the output of a failing call: go back and feed smaller pieces so
+                # that everything before the damage still comes out.
+                dec = self._dec = saved
+                self._in = data
+                self._step = _SALVAGE_STEP if step == 0 else 1
+                continue
+            tail = dec.unused_data if dec.eof else dec.unconsumed_tail
+            self._in = tail + rest if rest else tail
             if out:
                 return out
 

@@ -48,7 +48,7 @@ class PcapReader:
         self.snaplen = 0
         self.nanosecond = False
         self.version = (0, 0)
-        self._record = Struct("<IIII")
+        self._record = Struct("<III4x")  # seconds, fraction, captured length
         try:
             self._read_header()
         except BaseException:
@@ -78,7 +78,7 @@ class PcapReader:
         self.version = (major, minor)
         self.snaplen = snaplen
         self.linktype = network & _LINKTYPE_MASK
-        self._record = Struct(order + "IIII")
+        self._record = Struct(order + "III4x")
 
     @property
     def position(self) -> int:
@@ -110,7 +110,7 @@ class PcapReader:
             while True:
                 stop = end - RECORD_HEADER_LEN
                 while pos <= stop:
-                    sec, frac, caplen, _wirelen = unpack_from(buf, pos)
+                    sec, frac, caplen = unpack_from(buf, pos)
                     start = pos + 16
                     nxt = start + caplen
                     if nxt > end or caplen > limit:
@@ -147,7 +147,7 @@ class PcapReader:
             src.close()
 
     def close(self) -> None:
-        """Release the file; iteration in progress ends with an error on its next read."""
+        """Release the file; a running iteration fails with CaptureError at its next read."""
         self._src.close()
 
     def __enter__(self) -> PcapReader:

@@ -39,7 +39,7 @@ class _Section:
     __slots__ = ("epb", "hdr", "i64", "idb", "opb", "opt", "u32", "version")
 
     def __init__(self, order: str) -> None:
-        self.epb = Struct(order + "7I")  # type, length, interface, ts high, ts low, caplen, wirelen
+        self.epb = Struct(order + "6I4x")  # type, length, interface, ts high, ts low, caplen
         self.hdr = Struct(order + "II")
         self.u32 = Struct(order + "I")
         self.version = Struct(order + "HH")
@@ -145,7 +145,7 @@ class PcapngReader:
             while True:
                 # Fast path: a complete, well-formed Enhanced Packet Block.
                 if pos <= end - 28:
-                    btype, blen, iface, hi, lo, caplen, _wirelen = epb_unpack(buf, pos)
+                    btype, blen, iface, hi, lo, caplen = epb_unpack(buf, pos)
                     if btype == 6:
                         nxt = pos + blen
                         if (
@@ -156,8 +156,11 @@ class PcapngReader:
                             and u32_unpack(buf, nxt - 4)[0] == blen
                         ):
                             lt, mul, div, off = ifaces[iface]
+                            if div == 1:
+                                last_ts = ((hi << 32) | lo) * mul + off
+                            else:
+                                last_ts = ((hi << 32) | lo) * mul // div + off
                             start = pos + 28
-                            last_ts = ((hi << 32) | lo) * mul // div + off
                             yield (last_ts, lt, buf[start : start + caplen])
                             pos = nxt
                             continue
@@ -319,7 +322,7 @@ class PcapngReader:
         return mul, div, offset * 1_000_000_000
 
     def close(self) -> None:
-        """Release the file; iteration in progress ends with an error on its next read."""
+        """Release the file; a running iteration fails with CaptureError at its next read."""
         self._src.close()
 
     def __enter__(self) -> PcapngReader:
