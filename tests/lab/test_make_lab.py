@@ -1,0 +1,148 @@
+"""The lab captures: the committed ones decode, and pcaps/make_lab.py makes a fresh one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PCAPS = REPO / "pcaps"
+MAKE_LAB = PCAPS / "make_lab.py"
+MAX_FRAME = 1514
+MAX_SIZE = 300_000
+
+# the plant as pcaps/README.md documents it: name -> (IPv4, MAC)
+HMI = ("10.10.30.10", "00:d0:c9:1a:30:0a")
+ENG = ("10.10.30.20", "00:14:22:5e:30:14")
+PLC1 = ("10.10.30.5", "00:80:f4:0c:30:05")
+PLC2 = ("10.10.30.6", "00:1b:1b:3f:30:06")
+OPCSRV = ("10.10.30.7", "00:1e:0b:7a:30:07")
+RTU1 = ("10.10.30.8", "00:30:de:4b:30:08")
+
+# committed capture -> (tshark protocol filter, field once per PDU, (client, server) pairs)
+COMMITTED = {
+    "modbus_normal.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, PLC1), (HMI, RTU1)]),
+    "s7comm_normal.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2)]),
+    "opcua_normal.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV)]),
+}
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+
+
+def fields(pcap: Path, display_filter: str, *names: str) -> list[list[str]]:
+    """tshark -T fields rows (one list per frame) of the frames matching display_filter."""
+    argv = ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-E", "separator=\t"]
+    if display_filter:
+        argv += ["-Y", display_filter]
+    for name in names:
+        argv += ["-e", name]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def run_make_lab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run pcaps/make_lab.py with args."""
+    return subprocess.run(
+        [sys.executable, str(MAKE_LAB), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_committed_capture_is_small_classic_pcap(name: str) -> None:
+    pcap = PCAPS / name
+    assert pcap.is_file(), f"{pcap} missing: run sudo python pcaps/make_lab.py"
+    head = pcap.read_bytes()[:24]
+    assert head[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"), "not classic microsecond pcap"
+    assert int.from_bytes(head[20:24], "little" if head[0] == 0xD4 else "big") == 1  # Ethernet
+    assert 24 < pcap.stat().st_size < MAX_SIZE
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_committed_capture_decodes(name: str) -> None:
+    pcap = PCAPS / name
+    proto, pdu_field, pairs = COMMITTED[name]
+    pdus = [v for row in fields(pcap, proto, pdu_field) for v in row[0].split(",") if v]
+    assert pdus, f"tshark decodes no {proto} PDUs in {name}"
+    for (c_ip, c_mac), (s_ip, s_mac) in pairs:
+        for src, dst in (((c_ip, c_mac), (s_ip, s_mac)), ((s_ip, s_mac), (c_ip, c_mac))):
+            flow = f"{proto} && ip.src == {src[0]} && ip.dst == {dst[0]}"
+            rows = fields(pcap, flow, "eth.src", "eth.dst")
+            assert rows, f"no {proto} frames {src[0]} -> {dst[0]} in {name}"
+            assert {(r[0], r[1]) for r in rows} == {(src[1], dst[1])}
+    lengths = [int(r[0]) for r in fields(pcap, "", "frame.len")]
+    assert max(lengths) <= MAX_FRAME
+
+
+@needs_tshark
+def test_check_accepts_committed_captures() -> None:
+    proc = run_make_lab("--check", "--out", str(PCAPS))
+    assert proc.returncode == 0, proc.stderr
+    for name in COMMITTED:
+        assert str(PCAPS / name) in proc.stdout
+
+
+@needs_tshark
+def test_check_rejects_capture_of_the_wrong_protocol(tmp_path: Path) -> None:
+    shutil.copyfile(PCAPS / "modbus_normal.pcap", tmp_path / "s7comm_normal.pcap")
+    proc = run_make_lab("--check", "--only", "s7comm_normal", "--out", str(tmp_path))
+    assert proc.returncode == 1
+    assert "tshark finds no s7comm frames" in proc.stderr
+    assert "missing: COTP CR" in proc.stderr
+
+
+def _lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "ethtool", "tcpdump", "tshark"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    probe = f"otlabprobe{os.getpid()}"
+    added = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
+    if added.returncode != 0:
+        return "ip netns is not usable here"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    return None
+
+
+@pytest.mark.lab
+def test_quick_modbus_capture(tmp_path: Path) -> None:
+    reason = _lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    proc = run_make_lab("--only", "modbus_normal", "--quick", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pcap = tmp_path / "modbus_normal.pcap"
+
+    frames = fields(pcap, "", "frame.len", "frame.time_relative", "eth.src", "ip.src")
+    assert frames
+    assert max(int(f[0]) for f in frames) <= MAX_FRAME
+    assert float(frames[-1][1]) < 15, "--quick session ran long"
+    stations = {HMI, PLC1, RTU1}
+    assert {(f[3], f[2]) for f in frames if f[3]} == stations
+
+    names = ["eth.src", "eth.dst", "ip.src", "ip.dst", "modbus.func_code"]
+    names += ["modbus.request_frame", "modbus.exception_code"]
+    requests = fields(pcap, "mbtcp && tcp.dstport == 502", *names)
+    responses = fields(pcap, "mbtcp && tcp.srcport == 502", *names)
+    assert {(r[2], r[0]) for r in requests} == {HMI}
+    assert {(r[3], r[1]) for r in requests} == {PLC1, RTU1}
+    assert {(r[2], r[0]) for r in responses} == {PLC1, RTU1}
+    assert {(r[3], r[1]) for r in responses} == {HMI}
+    assert {int(r[4]) for r in requests} >= {1, 2, 3, 4, 5, 6, 15, 16}
+    assert len(responses) == len(requests)
+    # tshark links every response but exception responses to its request frame
+    assert all(r[5] or r[6] for r in responses), "a response matches no request"
+
+    exceptions = fields(pcap, "modbus.exception_code == 2", "ip.src")
+    assert [r[0] for r in exceptions] == [PLC1[0]]
+    assert fields(pcap, "mbtcp.unit_id == 2 && tcp.srcport == 502", "ip.src")
