@@ -16,7 +16,7 @@ from otsentry.capture import open_capture
 from otsentry.config import Config
 from otsentry.dissect.registry import DissectorRegistry
 from otsentry.pipeline import Pipeline
-from tests.conftest import SHARED_PCAPS
+from tests.conftest import LAB_PCAPS, SHARED_PCAPS
 from tests.dissect.framers import mbap_spec
 
 CAPTURES = [
@@ -55,9 +55,9 @@ def tshark_modbus_pdus(tshark: str, path: Path) -> int:
     return sum(len(line.split(",")) for line in out.splitlines() if line)
 
 
-@pytest.mark.parametrize("rel", CAPTURES)
+@pytest.mark.parametrize("rel", ["lab:modbus_normal.pcap", *CAPTURES])
 def test_adu_count_equals_tshark(rel: str, tshark: str, tmp_path: Path) -> None:
-    path = SHARED_PCAPS / rel
+    path = LAB_PCAPS / rel[4:] if rel.startswith("lab:") else SHARED_PCAPS / rel
     if not path.is_file():
         pytest.skip("../shared/pcaps is absent")
     log: list[tuple[bool, int, bytes]] = []
