@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from otsentry.flow.table import Flow, ip_text, mac_text
@@ -27,10 +28,11 @@ class _Entry:
 
 
 class Inventory:
-    """Assets keyed by (segment, ip); capped, the least recently seen evicted first."""
+    """Assets keyed by (segment, ip); capped, the least recently updated evicted first."""
 
     def __init__(self, max_assets: int = 65_536) -> None:
-        self._assets: dict[tuple[str, str], _Entry] = {}
+        # least recently updated first: eviction at the cap is O(1)
+        self._assets: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self.max_assets = max_assets
         self.evicted = 0
 
@@ -60,11 +62,12 @@ class Inventory:
         entry = self._assets.get(key)
         if entry is None:
             if len(self._assets) >= self.max_assets:
-                oldest = min(self._assets, key=lambda k: self._assets[k].last_seen)
-                del self._assets[oldest]
+                self._assets.popitem(last=False)
                 self.evicted += 1
             entry = self._assets[key] = _Entry(ip, flow.segment, flow.first_ts, flow.last_ts)
             entry.vlan = flow.vlan & 0xFFF or None
+        else:
+            self._assets.move_to_end(key)
         entry.first_seen = min(entry.first_seen, flow.first_ts)
         entry.last_seen = max(entry.last_seen, flow.last_ts)
         if mac:
