@@ -70,3 +70,29 @@ def test_adu_count_equals_tshark(rel: str, tshark: str, tmp_path: Path) -> None:
     assert stats["pdus"]["mbap"] == len(log)
     assert stats["events"]["mbap"] == len(log)
     assert stats["tcp"]["bytes_buffered"] == 0
+
+
+def test_port_probe_and_decode_as(tmp_path: Path) -> None:
+    """A dissector with no port of its own: the probe finds it, or ``--decode-as 502=mbap``."""
+    from dataclasses import replace
+
+    from otsentry.config import DecodeAs
+
+    path = LAB_PCAPS / "modbus_normal.pcap"
+
+    def run(name: str, probe: bool, decode_as: list[DecodeAs]) -> int:
+        log: list[tuple[bool, int, bytes]] = []
+        spec = mbap_spec(log, ports=())
+        if not probe:
+            spec = replace(spec, probe=None)
+        pipeline = Pipeline(
+            Config(), tmp_path / name, registry=DissectorRegistry([spec]), decode_as=decode_as
+        )
+        with open_capture(path) as reader:
+            pipeline.run(reader)
+        assert pipeline.finish()["pdus"]["mbap"] == len(log)
+        return len(log)
+
+    assert run("none", probe=False, decode_as=[]) == 0
+    assert run("forced", probe=False, decode_as=[DecodeAs(502, "mbap")]) == 934
+    assert run("probed", probe=True, decode_as=[]) == 934
