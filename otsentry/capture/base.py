@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self
 
 # Link-layer header types (https://www.tcpdump.org/linktypes.html) that the decoder handles.
 LINKTYPE_NULL = 0  # BSD loopback, 4-byte address family in host byte order
@@ -166,3 +167,24 @@ class FileSource:
         """Release the file; ``position`` keeps its last value."""
         self._raw.close()
         self._pending = self._in = b""
+
+
+class FileReader:
+    """Closing and ``with`` support shared by the file readers (which set ``_src``)."""
+
+    _src: FileSource
+
+    def close(self) -> None:
+        """Release the file; a running iteration fails with CaptureError at its next read."""
+        self._src.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

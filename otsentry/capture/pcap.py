@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from struct import Struct
-from types import TracebackType
 
-from otsentry.capture.base import CaptureError, FileSource, Frame, SourceError
+from otsentry.capture.base import CaptureError, FileReader, FileSource, Frame, SourceError
 
 #: file magic (as stored) → (struct byte order, nanosecond timestamps)
 PCAP_MAGICS: dict[bytes, tuple[str, bool]] = {
@@ -26,7 +25,7 @@ CHUNK_SIZE = 1 << 20
 _LINKTYPE_MASK = 0x03FFFFFF  # upper bits may carry FCS-length flags
 
 
-class PcapReader:
+class PcapReader(FileReader):
     """Frames of a classic pcap file, in file order.
 
     The file header is read at construction (a zero-byte file is an empty capture); records are
@@ -145,18 +144,3 @@ class PcapReader:
                 end = len(buf)
         finally:
             src.close()
-
-    def close(self) -> None:
-        """Release the file; a running iteration fails with CaptureError at its next read."""
-        self._src.close()
-
-    def __enter__(self) -> PcapReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

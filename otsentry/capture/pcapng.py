@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from struct import Struct
-from types import TracebackType
 
-from otsentry.capture.base import CaptureError, FileSource, Frame, SourceError
+from otsentry.capture.base import CaptureError, FileReader, FileSource, Frame, SourceError
 
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 BT_SHB = 0x0A0D0D0A
@@ -69,7 +68,7 @@ def ts_scale(tsresol: int) -> tuple[int, int]:
     return 1_000_000_000, units
 
 
-class PcapngReader:
+class PcapngReader(FileReader):
     """Frames of a pcapng file, in file order, each with its interface's link type.
 
     Timestamps honour ``if_tsresol`` (powers of 10 or 2) and ``if_tsoffset``. Simple Packet
@@ -320,18 +319,3 @@ class PcapngReader:
             p = value + olen + (-olen & 3)
         mul, div = ts_scale(tsresol)
         return mul, div, offset * 1_000_000_000
-
-    def close(self) -> None:
-        """Release the file; a running iteration fails with CaptureError at its next read."""
-        self._src.close()
-
-    def __enter__(self) -> PcapngReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
