@@ -121,6 +121,7 @@ class Limits:
     max_ip_fragments: int = 4096
     fragment_timeout: float = 30.0
     max_open_transactions_per_flow: int = 500
+    transaction_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

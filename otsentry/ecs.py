@@ -9,6 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
+from hashlib import sha1
 from typing import Any
 
 from otsentry import __version__
@@ -17,12 +18,21 @@ from otsentry.model import Alert, Asset, Conn, Event
 ECS_VERSION = "8.17.0"
 THREAT_FRAMEWORK = "MITRE ATT&CK for ICS"
 _ID_NAMESPACE = uuid.UUID("6a0b7c53-52f4-4b8f-9f38-5d6c4f0e7a11")
+_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+
+
+_SECOND: list[Any] = [None, ""]  # the last second formatted, and its text
 
 
 def iso_time(ts_ns: int) -> str:
     """Nanoseconds since the epoch → ``2023-11-14T22:13:20.010123Z`` (microseconds, UTC)."""
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+    cached = _SECOND
+    if cached[0] != secs:
+        cached[0] = secs
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{cached[1]}.{ns // 1000:06d}Z"
 
 
 def observer_doc(
@@ -58,9 +68,12 @@ class DocumentIds:
         self._n = 0
 
     def next(self, kind: str, ts: int, flow: str) -> str:
-        """A UUID for the next document of this run."""
+        """A UUID for the next document of this run (a name-based UUID v5, as ``uuid.uuid5``)."""
         self._n += 1
-        return str(uuid.uuid5(_ID_NAMESPACE, f"{self._sensor}|{kind}|{flow}|{ts}|{self._n}"))
+        name = f"{self._sensor}|{kind}|{flow}|{ts}|{self._n}".encode()
+        h = sha1(_NAMESPACE_BYTES + name).hexdigest()
+        # version 5 in the time_hi nibble, RFC 4122 variant in the clock_seq high bits
+        return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def _endpoint(ip: str, port: int, mac: str | None) -> dict[str, Any]:
@@ -81,6 +94,22 @@ def _network(conn: Conn, protocol: str) -> dict[str, Any]:
         if conn.inner_vlan is not None:
             doc["inner"] = {"vlan": {"id": str(conn.inner_vlan)}}
     return doc
+
+
+_COMMON_CACHE: dict[tuple[Conn, str, int], dict[str, Any]] = {}
+_COMMON_CACHE_MAX = 4096
+
+
+def _common_cached(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> dict[str, Any]:
+    """``_common`` for a flow's events, built once per flow (the nested values are shared: the
+    documents are read-only once built)."""
+    key = (conn, protocol, id(observer))
+    common = _COMMON_CACHE.get(key)
+    if common is None:
+        if len(_COMMON_CACHE) >= _COMMON_CACHE_MAX:
+            _COMMON_CACHE.clear()
+        common = _COMMON_CACHE[key] = _common(conn, protocol, observer)
+    return common
 
 
 def _common(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,7 +151,7 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
         record["anomalies"] = list(ev.anomalies)
     doc: dict[str, Any] = {"@timestamp": iso_time(env.ts), "ecs": {"version": ECS_VERSION}}
     doc["event"] = event
-    doc.update(_common(conn, env.protocol, observer))
+    doc.update(_common_cached(conn, env.protocol, observer))
     doc["otsentry"] = {env.protocol: record}
     return doc
 

@@ -1,6 +1,9 @@
 """Values that flow through the pipeline: connection identity, events, alerts, assets.
 
-All frozen and slotted. Times are integer nanoseconds since the epoch (packet time).
+All slotted; all frozen except ``Envelope`` and ``Event``, which are made several hundred
+thousand times a second and are plain slotted classes (a frozen dataclass costs five times as
+much to build): treat them as read-only once emitted. Times are integer nanoseconds since the
+epoch (packet time).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Conn:
     roles_from: str = "handshake"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
     """What every event starts with: time, flow identity, protocol and direction."""
 
@@ -48,7 +51,7 @@ class Envelope:
     direction: Direction = Direction.TRANSACTION
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One normalized protocol record (a transaction, or an unmatched request or response).
 
@@ -63,6 +66,9 @@ class Event:
     anomalies: tuple[str, ...] = ()
     outcome: str | None = None  # "success" | "failure" | "unknown"
     duration_ns: int | None = None
+    #: facts about the server's identity this record revealed (vendor, product, firmware…),
+    #: folded into the asset inventory
+    identity: Mapping[str, Any] | None = None
 
 
 class AlertKind(StrEnum):

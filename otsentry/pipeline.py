@@ -20,6 +20,7 @@ from otsentry.assets.inventory import Inventory
 from otsentry.capture.base import Frame
 from otsentry.config import Config, DecodeAs
 from otsentry.decode import Decoder
+from otsentry.dissect.base import Tracer
 from otsentry.dissect.registry import DissectorRegistry, default_registry
 from otsentry.ecs import DocumentIds, alert_doc, asset_doc, event_doc, iso_time, observer_doc
 from otsentry.flow.table import FlowTable
@@ -57,6 +58,7 @@ class Pipeline:
         decode_as: Sequence[DecodeAs] = (),
         sinks: Sequence[Sink] | None = None,
         interface: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self.out_dir = out_dir
@@ -73,6 +75,8 @@ class Pipeline:
         self.inventory = Inventory()
         self.ndjson = NdjsonSink(out_dir, self._streams(config))
         self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
+        #: sinks that take protocol events (documents are built only for them)
+        self.event_sinks = [s for s in self.sinks if s.wants(Stream.EVENTS)]
         self.table = FlowTable(
             self.registry,
             self.on_event,
@@ -84,6 +88,9 @@ class Pipeline:
             max_ooo_segments=limits.max_ooo_segments_per_direction,
             idle_timeout=limits.flow_idle_timeout,
             closed_timeout=limits.tcp_closed_timeout,
+            max_open_transactions=limits.max_open_transactions_per_flow,
+            transaction_timeout=limits.transaction_timeout,
+            tracer=tracer,
         )
         self.observer = observer_doc(config.sensor.name, interface)
         self.ids = DocumentIds(config.sensor.name)
@@ -102,7 +109,8 @@ class Pipeline:
     def run(self, frames: Iterable[Frame], progress: Callable[[], None] | None = None) -> None:
         """Process frames until the iterator ends (or raises: counts are kept either way)."""
         decode = self.decoder.decode
-        packet = self.table.packet
+        table = self.table
+        packet = table.packet
         it: Iterator[Frame] = iter(frames)
         c = self.counters
         packets = nbytes = 0
@@ -117,6 +125,7 @@ class Pipeline:
                     nbytes += len(data)
                     pkt = decode(linktype, data, ts)
                     if pkt is not None:
+                        table.frame = packets
                         packet(pkt, ts, data)
                 if progress is not None:
                     progress()
@@ -133,9 +142,15 @@ class Pipeline:
     def on_event(self, event: Event) -> None:
         """An event from a dissector: write it, and let the detection hooks see it."""
         self.counters.events[event.envelope.protocol] += 1
-        doc = event_doc(event, self.observer, self.ids)
-        for sink in self.sinks:
-            sink.write(Stream.EVENTS, doc)
+        if event.identity:
+            conn = event.envelope.conn
+            self.inventory.identify(
+                conn.segment, conn.server_ip, event.envelope.protocol, event.identity
+            )
+        if self.event_sinks:
+            doc = event_doc(event, self.observer, self.ids)
+            for sink in self.event_sinks:
+                sink.write(Stream.EVENTS, doc)
         for hook in self.event_hooks:
             for alert in hook(event):
                 self.on_alert(alert)

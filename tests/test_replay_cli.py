@@ -80,7 +80,14 @@ def test_replay_writes_outputs_and_stats(capture: Path, tmp_path: Path) -> None:
     assets = {a["otsentry"]["asset"]["ip"]: a for a in read_ndjson(out / "assets.ndjson")}
     plc = assets["10.10.30.5"]["otsentry"]["asset"]
     assert plc["mac"] == "00-1B-1B-00-00-05"
-    assert plc["services"] == [{"transport": "tcp", "port": 502, "protocol": None}]
+    assert plc["services"] == [{"transport": "tcp", "port": 502, "protocol": "modbus"}]
+    # 40 Modbus requests the server never answered: one event each, flushed at the end
+    assert stats["pdus"]["modbus"] == 40
+    events = read_ndjson(out / "events.ndjson")
+    assert len(events) == 40
+    assert {e["otsentry"]["modbus"]["direction"] for e in events} == {"request"}
+    assert {e["event"]["outcome"] for e in events} == {"unknown"}
+    assert [e["otsentry"]["modbus"]["request_frame"] for e in events] == list(range(3, 43))
     assert plc["segment"] == "10.10.30.0/24"
     assert assets["10.10.30.5"]["@timestamp"].startswith("2023-11-14T22:13:")
 

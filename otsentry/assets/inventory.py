@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from otsentry.flow.table import Flow, ip_text, mac_text
 from otsentry.model import Asset
@@ -34,6 +36,8 @@ class Inventory:
         # least recently updated first: eviction at the cap is O(1)
         self._assets: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self.max_assets = max_assets
+        #: device identity by (segment, ip), then by the protocol that revealed it
+        self._identities: OrderedDict[tuple[str, str], dict[str, dict[str, Any]]] = OrderedDict()
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -74,6 +78,18 @@ class Inventory:
             entry.mac = mac
         return entry
 
+    def identify(self, segment: str, ip: str, protocol: str, identity: Mapping[str, Any]) -> None:
+        """Record what a protocol revealed about a device (vendor, product, firmware…)."""
+        key = (segment, ip)
+        known = self._identities.get(key)
+        if known is None:
+            if len(self._identities) >= self.max_assets:
+                self._identities.popitem(last=False)
+            known = self._identities[key] = {}
+        else:
+            self._identities.move_to_end(key)
+        known.setdefault(protocol, {}).update(identity)
+
     def assets(self) -> list[Asset]:
         """A snapshot, sorted by segment and address."""
         return [
@@ -89,6 +105,7 @@ class Inventory:
                 peers=len(e.peers),
                 packets=e.packets,
                 bytes=e.bytes,
+                identity=self._identities.get((e.segment, e.ip), {}),
             )
             for _, e in sorted(self._assets.items())
         ]

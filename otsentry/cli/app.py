@@ -8,7 +8,7 @@ import sys
 import typer
 
 from otsentry import __version__
-from otsentry.cli import replay
+from otsentry.cli import dissect, replay
 
 app = typer.Typer(
     name="otsentry",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("replay")(replay.replay)
+app.command("dissect")(dissect.dissect)
 
 
 @app.command("version")

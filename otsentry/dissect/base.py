@@ -23,15 +23,17 @@ counts it and resynchronises, so a dissector bug cannot stop the sensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from otsentry.model import Conn, Event
 
 # What a dissector reads: reassembled bytes (a bytearray while buffered).
 Buffer = bytes | bytearray
+#: ``tracer(ctx, protocol, direction, record, anomalies)``: one call per PDU
+Tracer = Callable[["FlowContext", str, str, Mapping[str, Any], tuple[str, ...]], None]
 
 
 class Dissector(Protocol):
@@ -64,6 +66,26 @@ class FlowContext(Protocol):
 
     def count_pdus(self, n: int = 1) -> None:
         """Count PDUs parsed (feeds the per-protocol PDU counters in stats)."""
+        ...
+
+    @property
+    def frame(self) -> int:
+        """1-based number of the packet being processed (where a PDU's last byte arrived)."""
+        ...
+
+    @property
+    def max_open_transactions(self) -> int:
+        """Cap on requests waiting for a response in this flow."""
+        ...
+
+    @property
+    def transaction_timeout_ns(self) -> int:
+        """How long a request waits for its response before it is reported unanswered."""
+        ...
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """Called once per PDU when set (``otsentry dissect``); None in the sensor."""
         ...
 
 

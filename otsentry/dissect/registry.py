@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from otsentry.dissect.base import DissectorSpec
 
 #: Built-in dissector packages; each exposes ``SPEC: DissectorSpec``.
-BUILTIN: tuple[str, ...] = ()
+BUILTIN: tuple[str, ...] = ("otsentry.dissectors.modbus",)
 
 
 class UnknownProtocolError(ValueError):

@@ -20,7 +20,7 @@ from otsentry.flow.reassembly import ReassemblyStats, TcpStream
 from otsentry.model import Conn
 
 if TYPE_CHECKING:
-    from otsentry.dissect.base import Dissector, DissectorSpec
+    from otsentry.dissect.base import Dissector, DissectorSpec, Tracer
     from otsentry.dissect.registry import DissectorRegistry
     from otsentry.model import Event
 
@@ -108,12 +108,14 @@ class Flow:
 class FlowCtx:
     """The ``FlowContext`` a dissector gets: the connection (built lazily) and the event sink."""
 
-    __slots__ = ("_conn", "flow", "table")
+    __slots__ = ("_conn", "emit", "flow", "table")
 
     def __init__(self, table: FlowTable, flow: Flow) -> None:
         self.table = table
         self.flow = flow
         self._conn: Conn | None = None
+        #: pass an event to the pipeline's fan-out (the table's callback itself: no extra call)
+        self.emit: Callable[[Event], None] = table.on_event
 
     @property
     def conn(self) -> Conn:
@@ -122,13 +124,29 @@ class FlowCtx:
             self._conn = self.table.conn_of(self.flow)
         return self._conn
 
-    def emit(self, event: Event) -> None:
-        """Pass an event to the pipeline's fan-out."""
-        self.table.on_event(event)
-
     def count_pdus(self, n: int = 1) -> None:
         """Count parsed PDUs for the flow's protocol."""
         self.table.pdus[self.flow.protocol] += n
+
+    @property
+    def frame(self) -> int:
+        """Number of the packet being processed."""
+        return self.table.frame
+
+    @property
+    def max_open_transactions(self) -> int:
+        """Cap on a flow's requests awaiting a response."""
+        return self.table.max_open_transactions
+
+    @property
+    def transaction_timeout_ns(self) -> int:
+        """When an unanswered request is given up on."""
+        return self.table.transaction_timeout_ns
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """The per-PDU hook of ``otsentry dissect``."""
+        return self.table.tracer
 
 
 class FlowTable:
@@ -147,7 +165,15 @@ class FlowTable:
         max_ooo_segments: int = 64,
         idle_timeout: float = 300.0,
         closed_timeout: float = 5.0,
+        max_open_transactions: int = 500,
+        transaction_timeout: float = 30.0,
+        tracer: Tracer | None = None,
     ) -> None:
+        #: number of the packet being processed; the caller sets it before ``packet``
+        self.frame = 0
+        self.max_open_transactions = max_open_transactions
+        self.transaction_timeout_ns = int(transaction_timeout * 1e9)
+        self.tracer = tracer
         self.flows: dict[tuple[bytes, int, bytes, int, int, int], tuple[Flow, bool]] = {}
         self.on_event = on_event
         self.on_flow_end = on_flow_end

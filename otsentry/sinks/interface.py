@@ -18,6 +18,10 @@ class Stream(StrEnum):
 class Sink(Protocol):
     """Takes ECS documents, one stream at a time."""
 
+    def wants(self, stream: Stream) -> bool:
+        """Whether documents of this stream go anywhere (else they need not be built)."""
+        ...
+
     def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
         """Queue or write one document."""
         ...

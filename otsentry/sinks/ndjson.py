@@ -32,6 +32,10 @@ class NdjsonSink:
         """The file a stream is written to."""
         return self.out_dir / f"{stream.value}.ndjson"
 
+    def wants(self, stream: Stream) -> bool:
+        """Whether this stream has a file."""
+        return stream in self._files
+
     def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
         """Append one document."""
         f = self._files.get(stream)

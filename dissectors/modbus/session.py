@@ -1,0 +1,339 @@
+"""The per-flow Modbus/TCP session: MBAP framing, resynchronisation, request/response pairing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from otsentry.model import Direction
+
+from . import events
+from .constants import (
+    EXCEPTION_BIT,
+    FUNCTIONS,
+    KNOWN_FUNCTIONS,
+    KNOWN_RESPONSE_FUNCTIONS,
+    MAX_MBAP_LENGTH,
+    MBAP_LEN,
+    RESERVED_FUNCTIONS,
+    USER_DEFINED_FUNCTIONS,
+    function_name,
+)
+from .grammar import (
+    MBAP,
+    REQUESTS,
+    RESPONSES,
+    U16,
+    U16X2,
+    Buffer,
+    decode_exception,
+    decode_raw,
+    decode_raw_response,
+    looks_like_mbap,
+)
+
+if TYPE_CHECKING:
+    from otsentry.dissect.base import FlowContext
+
+Record = dict[str, Any]
+#: a request waiting for its response: record, anomalies, ts, frame
+Pending = tuple[Record, tuple[str, ...], int, int]
+
+_MBAP = MBAP.unpack_from
+NAMES: tuple[str, ...] = tuple(function_name(code) for code in range(128))
+_DEFINED = frozenset((*FUNCTIONS, *RESERVED_FUNCTIONS, *USER_DEFINED_FUNCTIONS))
+#: function codes a request may carry without an anomaly
+VALID_REQUEST_CODES = frozenset(_DEFINED)
+_INVALID_FC = ("modbus.invalid_function_code",)
+_INVALID_PID = ("modbus.invalid_protocol_id",)
+_INVALID_LENGTH = ("modbus.invalid_length",)
+_UNSOLICITED = ("modbus.unsolicited_response",)
+_FLOODED = ("modbus.flooded",)
+_NON_MODBUS = ("modbus.non_modbus_payload",)
+_PDU_BATCH = 256  # PDUs counted locally before the flow's counter is updated
+_SAMPLE = 32  # bytes of non-Modbus payload kept on its event
+
+
+class ModbusSession:
+    """Dissects both directions of one Modbus/TCP connection (see ``otsentry.dissect.base``)."""
+
+    __slots__ = (
+        "ctx",
+        "junk",
+        "max_open",
+        "pdus",
+        "pending",
+        "resync_c",
+        "resync_s",
+        "timeout_ns",
+        "trace",
+    )
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+        #: (transaction id << 8 | unit) → the request, oldest first
+        self.pending: dict[int, Pending] = {}
+        self.resync_c = self.resync_s = False
+        #: non-Modbus bytes being skipped, per direction: [count, ts, frame, sample]
+        self.junk: dict[bool, list[Any]] = {}
+        self.max_open = ctx.max_open_transactions
+        self.timeout_ns = ctx.transaction_timeout_ns
+        self.trace = ctx.tracer
+        self.pdus = 0  # parsed, not yet added to the flow's counter (batched: it is hot)
+
+    # -- the dissector contract -----------------------------------------------------------
+    def parse(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
+        """Consume one ADU (or skip junk); see ``otsentry.dissect.base``."""
+        if self.resync_c if from_client else self.resync_s:
+            return self._resync(data, start, from_client, ts)
+        avail = len(data) - start
+        if avail < MBAP_LEN + 1:
+            if avail >= 6:
+                pid0, short = U16X2.unpack_from(data, start + 2)
+                if short < 2 and avail >= 6 + short:
+                    if pid0:
+                        return self._start_junk(data, start, from_client, ts)
+                    return self._short_adu(data, start, short, from_client, ts)
+            return avail - MBAP_LEN - 1
+        tid: int
+        pid: int
+        length: int
+        unit: int
+        tid, pid, length, unit = _MBAP(data, start)
+        fc = data[start + MBAP_LEN]
+        anomalies: tuple[str, ...] = ()
+        if pid or not 2 <= length <= MAX_MBAP_LENGTH:
+            if length < 2:
+                if pid:
+                    return self._start_junk(data, start, from_client, ts)
+                return self._short_adu(data, start, length, from_client, ts)
+            known = KNOWN_FUNCTIONS if from_client else KNOWN_RESPONSE_FUNCTIONS
+            if fc not in known or (pid and length > MAX_MBAP_LENGTH):
+                return self._start_junk(data, start, from_client, ts)
+            anomalies = _INVALID_PID if pid else _INVALID_LENGTH
+            if pid and length > MAX_MBAP_LENGTH:
+                anomalies += _INVALID_LENGTH
+        size = 6 + length
+        if avail < size:
+            return avail - size
+        if from_client:
+            self._request(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, anomalies)
+        else:
+            self._response(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, anomalies)
+        return size
+
+    def gap(self, from_client: bool, ts: int) -> None:
+        """Bytes were lost: find the next MBAP header before decoding again."""
+        self._flush_junk(from_client)
+        if from_client:
+            self.resync_c = True
+        else:
+            self.resync_s = True
+
+    def close(self, ts: int) -> None:
+        """Flush unanswered requests and pending junk as events."""
+        self._flush_junk(True)
+        self._flush_junk(False)
+        if self.pdus:
+            self.ctx.count_pdus(self.pdus)
+            self.pdus = 0
+        pending, self.pending = self.pending, {}
+        conn = self.ctx.conn
+        emit = self.ctx.emit
+        for rec, anomalies, req_ts, frame in pending.values():
+            emit(events.half(conn, rec, anomalies, req_ts, frame, Direction.REQUEST))
+
+    # -- requests and responses -------------------------------------------------------------
+    def _request(
+        self,
+        tid: int,
+        unit: int,
+        fc: int,
+        data: Buffer,
+        off: int,
+        end: int,
+        ts: int,
+        anomalies: tuple[str, ...],
+    ) -> None:
+        ctx = self.ctx
+        code = fc & 0x7F
+        rec: Record = {
+            "transaction_id": tid,
+            "unit_id": unit,
+            "function_code": code,
+            "function": NAMES[code],
+        }
+        found = REQUESTS.get(code, decode_raw)(rec, data, off, end)
+        if found:
+            anomalies += tuple(a for a in found if a not in anomalies)
+        if fc not in VALID_REQUEST_CODES:
+            anomalies += _INVALID_FC
+        frame = ctx.frame
+        self.pdus += 1
+        if self.pdus >= _PDU_BATCH:
+            ctx.count_pdus(self.pdus)
+            self.pdus = 0
+        if self.trace is not None:
+            self.trace(ctx, "modbus", "request", rec, anomalies)
+        pending = self.pending
+        key = tid << 8 | unit
+        if pending:
+            self._expire(key, ts)
+        if len(pending) >= self.max_open:
+            oldest = next(iter(pending))
+            old, old_anomalies, old_ts, old_frame = pending.pop(oldest)
+            ctx.emit(
+                events.half(
+                    ctx.conn, old, old_anomalies + _FLOODED, old_ts, old_frame, Direction.REQUEST
+                )
+            )
+        pending[key] = (rec, anomalies, ts, frame)
+
+    def _expire(self, key: int, ts: int) -> None:
+        """Emit the request a new one with the same key replaces, and requests timed out."""
+        pending = self.pending
+        ctx = self.ctx
+        old = pending.pop(key, None)
+        if old is not None:
+            ctx.emit(events.half(ctx.conn, old[0], old[1], old[2], old[3], Direction.REQUEST))
+        limit = ts - self.timeout_ns
+        while pending:
+            first = next(iter(pending))
+            rec, anomalies, req_ts, frame = pending[first]
+            if req_ts >= limit:
+                break
+            del pending[first]
+            ctx.emit(events.half(ctx.conn, rec, anomalies, req_ts, frame, Direction.REQUEST))
+
+    def _response(
+        self,
+        tid: int,
+        unit: int,
+        fc: int,
+        data: Buffer,
+        off: int,
+        end: int,
+        ts: int,
+        anomalies: tuple[str, ...],
+    ) -> None:
+        ctx = self.ctx
+        code = fc & 0x7F
+        rec: Record = {
+            "transaction_id": tid,
+            "unit_id": unit,
+            "function_code": code,
+            "function": NAMES[code],
+        }
+        entry = self.pending.pop(tid << 8 | unit, None)
+        req = entry[0] if entry is not None else None
+        if fc & EXCEPTION_BIT:
+            found = decode_exception(rec, data, off, end)
+        else:
+            found = RESPONSES.get(code, decode_raw_response)(rec, data, off, end, req)
+            if fc not in VALID_REQUEST_CODES:
+                found += _INVALID_FC
+        if found:
+            anomalies += tuple(a for a in found if a not in anomalies)
+        if req is not None:
+            if "address" not in rec and "address" in req:
+                rec["address"] = req["address"]
+                if "quantity" in req:
+                    rec["quantity"] = req["quantity"]
+        else:
+            anomalies += _UNSOLICITED
+        frame = ctx.frame
+        self.pdus += 1
+        if self.pdus >= _PDU_BATCH:
+            ctx.count_pdus(self.pdus)
+            self.pdus = 0
+        if self.trace is not None:
+            self.trace(ctx, "modbus", "response", rec, anomalies)
+        if entry is None:
+            ctx.emit(events.half(ctx.conn, rec, anomalies, ts, frame, Direction.RESPONSE))
+        else:
+            req_rec, req_anomalies, req_ts, req_frame = entry
+            ctx.emit(
+                events.transaction(
+                    ctx.conn, req_rec, req_anomalies, req_ts, req_frame, rec, anomalies, ts, frame
+                )
+            )
+
+    # -- malformed input ----------------------------------------------------------------------
+    def _short_adu(self, data: Buffer, start: int, length: int, from_client: bool, ts: int) -> int:
+        """An MBAP header whose length cannot hold a function code (0 or 1)."""
+        fields: Record = {"transaction_id": U16.unpack_from(data, start)[0], "length": length}
+        if length == 1:
+            fields["unit_id"] = data[start + 6]
+        anomalies = _INVALID_LENGTH
+        ctx = self.ctx
+        if self.trace is not None:
+            self.trace(ctx, "modbus", "request" if from_client else "response", fields, anomalies)
+        ctx.emit(
+            events.malformed(
+                ctx.conn, "modbus-malformed-adu", fields, anomalies, ts, ctx.frame, from_client
+            )
+        )
+        return 6 + length
+
+    def _start_junk(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
+        """Bytes that are not an MBAP header: skip to the next plausible one."""
+        if from_client:
+            self.resync_c = True
+        else:
+            self.resync_s = True
+        if from_client not in self.junk:
+            sample = bytes(data[start : start + _SAMPLE]).hex()
+            self.junk[from_client] = [0, ts, self.ctx.frame, sample]
+        return self._resync(data, start, from_client, ts)
+
+    def _resync(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
+        """Skip to the next offset that starts a plausible ADU followed by another (or by the
+        end of the bytes at hand); return the bytes skipped, or ask for more."""
+        codes = KNOWN_FUNCTIONS if from_client else KNOWN_RESPONSE_FUNCTIONS
+        n = len(data)
+        pos = start
+        while True:
+            # the protocol id (bytes 2-3) is zero: look for a zero pair two bytes in
+            hit = data.find(b"\x00\x00", pos + 2)
+            if hit < 0 or hit + 6 > n:
+                break
+            cand = hit - 2
+            if looks_like_mbap(data, cand, codes):
+                nxt: int = cand + 6 + U16.unpack_from(data, cand + 4)[0]
+                if nxt + MBAP_LEN + 1 > n or looks_like_mbap(data, nxt, codes):
+                    if cand > start:
+                        self._count_junk(from_client, cand - start)
+                        return cand - start
+                    if nxt > n:
+                        return n - nxt  # the whole candidate ADU first
+                    # back in step
+                    if from_client:
+                        self.resync_c = False
+                    else:
+                        self.resync_s = False
+                    self._flush_junk(from_client)
+                    return self.parse(data, start, from_client, ts)
+            pos = cand + 1
+        # nothing yet: keep the last bytes, which may start a header
+        keep = n - MBAP_LEN
+        if keep <= start:
+            return (n - start) - (MBAP_LEN + 1)
+        self._count_junk(from_client, keep - start)
+        return keep - start
+
+    def _count_junk(self, from_client: bool, n: int) -> None:
+        junk = self.junk.get(from_client)
+        if junk is not None:
+            junk[0] += n
+
+    def _flush_junk(self, from_client: bool) -> None:
+        junk = self.junk.pop(from_client, None)
+        if junk is None:
+            return
+        count, ts, frame, sample = junk
+        ctx = self.ctx
+        fields = {"skipped_bytes": count, "sample": sample}
+        ctx.emit(
+            events.malformed(
+                ctx.conn, "modbus-non-modbus-payload", fields, _NON_MODBUS, ts, frame, from_client
+            )
+        )

@@ -1,0 +1,148 @@
+"""Per-PDU records of a capture, for ``otsentry dissect`` (a forensic dump like ``tshark -T fields``).
+
+Each record is written at the frame in which the PDU's last byte arrived; ``frame`` is the 1-based
+number of that packet record in the file, as Wireshark numbers frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+from otsentry.capture import open_capture
+from otsentry.config import Config, DecodeAs
+from otsentry.decode import Decoder
+from otsentry.dissect.base import FlowContext
+from otsentry.dissect.registry import DissectorRegistry, default_registry
+from otsentry.ecs import iso_time
+from otsentry.flow.table import FlowTable
+from otsentry.model import Event
+
+#: keys every record of a protocol carries (null when absent), in this order
+BASE_FIELDS: dict[str, tuple[str, ...]] = {
+    "modbus": (
+        "transaction_id",
+        "unit_id",
+        "function_code",
+        "function",
+        "exception_code",
+        "address",
+        "quantity",
+        "values",
+        "sub_function",
+        "mei_type",
+    ),
+}
+
+
+def endpoint(ip: str, port: int) -> str:
+    """``10.0.0.5:502`` or ``[fe80::1]:502``."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def build_registry(config: Config, decode_as: Sequence[DecodeAs]) -> DissectorRegistry:
+    """The built-in dissectors with the config's ports and the decode-as rules applied."""
+    registry = default_registry()
+    for proto in config.protocols:
+        if proto.name in registry.names:
+            registry.set_ports(proto.name, proto.ports, proto.enabled)
+    for rule in (*config.decode_as, *decode_as):
+        registry.decode_as(rule.port, rule.protocol)
+    return registry
+
+
+class _Collector:
+    """The tracer: turns each PDU into a record and queues it for the current frame."""
+
+    def __init__(self, protocols: Collection[str] | None) -> None:
+        self.protocols = protocols
+        self.ts = 0
+        self.out: list[dict[str, Any]] = []
+
+    def __call__(
+        self,
+        ctx: FlowContext,
+        protocol: str,
+        direction: str,
+        record: Mapping[str, Any],
+        anomalies: tuple[str, ...],
+    ) -> None:
+        if self.protocols is not None and protocol not in self.protocols:
+            return
+        conn = ctx.conn
+        client = endpoint(conn.client_ip, conn.client_port)
+        server = endpoint(conn.server_ip, conn.server_port)
+        body: dict[str, Any] = dict.fromkeys(BASE_FIELDS.get(protocol, ()))
+        body.update(record)
+        body["anomalies"] = list(anomalies)
+        self.out.append(
+            {
+                "frame": ctx.frame,
+                "ts": iso_time(self.ts),
+                "protocol": protocol,
+                "direction": direction,
+                "src": client if direction == "request" else server,
+                "dst": server if direction == "request" else client,
+                protocol: body,
+            }
+        )
+
+
+def _ignore(event: Event) -> None:
+    """Events are not part of the dump."""
+
+
+def iter_records(
+    path: str | os.PathLike[str],
+    protocols: Collection[str] | None = None,
+    decode_as: Sequence[DecodeAs] = (),
+    config: Config | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One record per PDU of one capture file, in frame order.
+
+    Raises ``CaptureError`` (file and offset) where the capture is damaged, after yielding every
+    record before the damage.
+    """
+    config = config if config is not None else Config()
+    registry = build_registry(config, decode_as)
+    collector = _Collector(protocols)
+    limits = config.limits
+    table = FlowTable(
+        registry,
+        _ignore,
+        config.segment_for,
+        max_flows=limits.max_flows,
+        max_buffer_per_direction=limits.max_tcp_buffer_per_direction,
+        max_buffer_total=limits.max_tcp_buffer_total,
+        max_ooo_segments=limits.max_ooo_segments_per_direction,
+        idle_timeout=limits.flow_idle_timeout,
+        closed_timeout=limits.tcp_closed_timeout,
+        max_open_transactions=limits.max_open_transactions_per_flow,
+        transaction_timeout=limits.transaction_timeout,
+        tracer=collector,
+    )
+    decoder = Decoder(
+        max_fragment_trains=limits.max_ip_fragments, fragment_timeout=limits.fragment_timeout
+    )
+    out = collector.out
+    frame = 0
+    ts = 0
+    reader = open_capture(path)
+    try:
+        for ts, linktype, data in reader:
+            frame += 1
+            pkt = decoder.decode(linktype, data, ts)
+            if pkt is None:
+                continue
+            table.frame = frame
+            collector.ts = ts
+            table.packet(pkt, ts, data)
+            if out:
+                yield from out
+                out.clear()
+    finally:
+        reader.close()
+    table.close_all(ts)
+    yield from out
+    out.clear()
