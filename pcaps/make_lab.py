@@ -69,7 +69,8 @@ def _describe(scenario: Scenario, report: Report, seconds: float | None) -> str:
         f"{report.path}: {report.packets} packets, {report.size} bytes, "
         f"{report.duration:.1f} s, largest frame {report.max_frame} bytes{took}",
         f"  {scenario.protocol}: {report.protocol_frames} frames, {report.pdus} PDUs; "
-        + ", ".join(f"{k} {v}" for k, v in report.directions.items()),
+        + ", ".join(f"{k} {v}" for k, v in report.directions.items())
+        + (f"; {report.malformed} malformed on purpose" if report.malformed else ""),
         "  " + ", ".join(f"{k}: {v}" for k, v in report.required.items()),
         "  stations: " + ", ".join(f"{ip} {mac}" for mac, ip in report.stations),
     ]

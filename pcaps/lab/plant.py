@@ -58,6 +58,7 @@ HOSTS: dict[str, Host] = {
         Host("rtu1", "10.10.30.8", "00:30:de:4b:30:08", "WAGO", "Modbus/TCP I/O coupler"),
         Host("hmi", "10.10.30.10", "00:d0:c9:1a:30:0a", "Advantech", "HMI panel PC"),
         Host("eng", "10.10.30.20", "00:14:22:5e:30:14", "Dell", "engineering workstation"),
+        Host("attacker", "10.10.30.66", "a4:c3:f0:5d:30:42", "Intel", "rogue laptop"),
     )
 }
 

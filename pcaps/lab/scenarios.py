@@ -39,6 +39,10 @@ class Scenario:
     require: dict[str, str] = field(default_factory=dict)
     #: frame.protocols prefixes a frame may have; anything else is noise that leaked in
     stacks: tuple[str, ...] = ("eth:ethertype:arp", "eth:ethertype:ip:tcp")
+    #: extra tshark options for every verification pass, e.g. decode-as for a non-standard port
+    tshark_args: tuple[str, ...] = ()
+    #: display filter of the frames that may be malformed on purpose ("": none may be)
+    malformed_ok: str = ""
 
     @property
     def file(self) -> str:
@@ -82,6 +86,73 @@ def _ip(host: str) -> str:
     return HOSTS[host].ip
 
 
+def _modbus_servers(**extra: Any) -> tuple[Proc, ...]:
+    """plc1 (pump station, units 1 and 2) and rtu1 (I/O coupler) as pymodbus servers."""
+    return (
+        Proc(
+            "plc1",
+            "modbus-server",
+            {"ip": _ip("plc1"), "device": "pump-station", "seed": 1005} | extra,
+        ),
+        Proc(
+            "rtu1",
+            "modbus-server",
+            {"ip": _ip("rtu1"), "device": "io-coupler", "seed": 1008} | extra,
+        ),
+    )
+
+
+def _modbus_hmi(**extra: Any) -> Proc:
+    """The HMI polling plc1 every 200 ms and rtu1 every second."""
+    args = {"plc": _ip("plc1"), "rtu": _ip("rtu1"), "period": 0.2} | extra
+    return Proc("hmi", "modbus-hmi", args, peers=("plc1", "rtu1"))
+
+
+#: function codes a normal HMI session uses (and the servers answer)
+_MODBUS_NORMAL_FCS = (1, 2, 3, 4, 5, 6, 15, 16)
+
+_ATT, _PLC1, _RTU1 = _ip("attacker"), _ip("plc1"), _ip("rtu1")
+_FROM_ATT = f"ip.src == {_ATT} && tcp.dstport == 502"
+
+#: what the attack capture must show, step by step (see pcaps/README.md)
+MODBUS_ATTACKS = {
+    "scan: FC 65 (user-defined)": f"modbus.func_code == 65 && {_FROM_ATT}",
+    "scan: FC 127": f"modbus.func_code == 127 && {_FROM_ATT}",
+    "scan: FC 127 | 0x80 exception 01": f"modbus.func_code == 127 && modbus.exception_code == 1"
+    f" && ip.dst == {_ATT}",
+    "sweep: FC3 above HR 60000": f"modbus.func_code == 3 && modbus.reference_num > 60000"
+    f" && {_FROM_ATT}",
+    "sweep: exception 02 to the attacker": f"modbus.exception_code == 2 && ip.dst == {_ATT}",
+    "write: FC6 HR 2": f"modbus.func_code == 6 && modbus.reference_num == 2 && {_FROM_ATT}",
+    "write: FC16 HR 3-4": f"modbus.func_code == 16 && modbus.reference_num == 3"
+    f" && modbus.word_cnt == 2 && {_FROM_ATT}",
+    "write: FC5 coil 0": f"modbus.func_code == 5 && modbus.reference_num == 0 && {_FROM_ATT}",
+    "write: FC15 coils 0-3": f"modbus.func_code == 15 && modbus.reference_num == 0"
+    f" && modbus.bit_cnt == 4 && {_FROM_ATT}",
+    "FC8 sub 0 return query data": f"modbus.func_code == 8 && modbus.diagnostic_code == 0"
+    f" && {_FROM_ATT}",
+    "FC8 sub 4 force listen only": f"modbus.func_code == 8 && modbus.diagnostic_code == 4"
+    f" && {_FROM_ATT}",
+    "FC8 sub 1 restart communications": f"modbus.func_code == 8 && modbus.diagnostic_code == 1"
+    f" && {_FROM_ATT}",
+    "FC43 basic to plc1": f"modbus.mei == 14 && modbus.read_device_id == 1 && ip.dst == {_PLC1}",
+    "FC43 regular to plc1": f"modbus.mei == 14 && modbus.read_device_id == 2 && ip.dst == {_PLC1}",
+    "FC43 regular to rtu1": f"modbus.mei == 14 && modbus.read_device_id == 2 && ip.dst == {_RTU1}",
+    "FC43 plc1 model name": f"modbus.object_id == 5 && ip.src == {_PLC1}",
+    "FC43 rtu1 model name": f"modbus.object_id == 5 && ip.src == {_RTU1}",
+    "FC17 answer from plc1": f"modbus.func_code == 17 && ip.src == {_PLC1} && ip.dst == {_ATT}",
+    "FC17 answer from rtu1": f"modbus.func_code == 17 && ip.src == {_RTU1} && ip.dst == {_ATT}",
+    "raw: MBAP protocol id 1": f"{_FROM_ATT} && tcp.payload[2:2] == 00:01",
+    "raw: MBAP length short of the bytes sent": f"{_FROM_ATT} && mbtcp.len + 6 < tcp.len",
+    "raw: MBAP length beyond the bytes sent": f"{_FROM_ATT} && tcp.len == 12"
+    " && tcp.payload[4:2] == 00:10",
+    "raw: MBAP length > 260": f"{_FROM_ATT} && mbtcp.len > 260",
+    "raw: zero-length PDU": f"{_FROM_ATT} && tcp.len == 7 && tcp.payload[4:2] == 00:01",
+    "raw: reserved FC 0": f"modbus.func_code == 0 && {_FROM_ATT}",
+    "raw: HTTP GET to port 502": f"http.request && {_FROM_ATT}",
+}
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -90,36 +161,63 @@ SCENARIOS: dict[str, Scenario] = {
             summary="HMI polls a Modbus/TCP PLC (units 1 and 2) and an I/O coupler",
             protocol="mbtcp",
             pdu_field="mbtcp.trans_id",
-            servers=(
-                Proc(
-                    "plc1",
-                    "modbus-server",
-                    {"ip": _ip("plc1"), "device": "pump-station", "seed": 1005},
-                ),
-                Proc(
-                    "rtu1",
-                    "modbus-server",
-                    {"ip": _ip("rtu1"), "device": "io-coupler", "seed": 1008},
-                ),
-            ),
-            clients=(
-                Proc(
-                    "hmi",
-                    "modbus-hmi",
-                    {"plc": _ip("plc1"), "rtu": _ip("rtu1"), "period": 0.2},
-                    peers=("plc1", "rtu1"),
-                ),
-            ),
+            servers=_modbus_servers(),
+            clients=(_modbus_hmi(),),
             duration=20.0,
             quick_duration=4.0,
             require={
                 f"FC{fc}": f"modbus.func_code == {fc} && tcp.srcport == 502"
-                for fc in (1, 2, 3, 4, 5, 6, 15, 16)
+                for fc in _MODBUS_NORMAL_FCS
             }
             | {
                 "exception 02": "modbus.exception_code == 2",
                 "unit id 2": "mbtcp.unit_id == 2",
             },
+        ),
+        Scenario(
+            name="modbus_attacks",
+            summary="a rogue laptop scans, sweeps, writes, identifies and fuzzes while HMI polls",
+            protocol="mbtcp",
+            pdu_field="mbtcp.trans_id",
+            servers=_modbus_servers(),
+            clients=(
+                _modbus_hmi(),
+                Proc(
+                    "attacker",
+                    "modbus-attacker",
+                    {"plc": _ip("plc1"), "rtu": _ip("rtu1"), "seed": 1066},
+                    peers=("plc1", "rtu1"),
+                ),
+            ),
+            duration=24.0,
+            quick_duration=10.0,
+            require={
+                f"HMI FC{fc}": f"modbus.func_code == {fc} && ip.dst == {_ip('hmi')}"
+                for fc in _MODBUS_NORMAL_FCS
+            }
+            | MODBUS_ATTACKS,
+            malformed_ok=f"{_FROM_ATT} && mbtcp.len + 6 != tcp.len",
+        ),
+        Scenario(
+            name="modbus_port5020",
+            summary="modbus_normal with the servers on the non-standard TCP port 5020",
+            protocol="mbtcp",
+            pdu_field="mbtcp.trans_id",
+            servers=_modbus_servers(port=5020),
+            clients=(_modbus_hmi(port=5020),),
+            duration=20.0,
+            quick_duration=4.0,
+            require={
+                f"FC{fc}": f"modbus.func_code == {fc} && tcp.srcport == 5020"
+                for fc in _MODBUS_NORMAL_FCS
+            }
+            | {
+                "exception 02": "modbus.exception_code == 2",
+                "unit id 2": "mbtcp.unit_id == 2",
+                "responses matched to requests": "modbus.request_frame && tcp.srcport == 5020",
+            },
+            # decode as Modbus/TCP, and tell the dissector which side is the server
+            tshark_args=("-d", "tcp.port==5020,mbtcp", "-o", "mbtcp.tcp.port:5020"),
         ),
         Scenario(
             name="s7comm_normal",

