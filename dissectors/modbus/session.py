@@ -257,6 +257,33 @@ class ModbusSession:
                 )
             )
 
+    def truncated(self, data: bytes, from_client: bool, ts: int) -> None:
+        """The connection ended inside an ADU: report what its header said."""
+        if (self.resync_c if from_client else self.resync_s) or len(data) < MBAP_LEN:
+            self._count_junk(from_client, len(data))
+            return
+        tid, pid, length, unit = _MBAP(data, 0)
+        fields: Record = {
+            "transaction_id": tid,
+            "unit_id": unit,
+            "length": length,
+            "received_bytes": len(data),
+        }
+        if len(data) > MBAP_LEN:
+            code = data[MBAP_LEN] & 0x7F
+            fields["function_code"] = code
+            fields["function"] = NAMES[code]
+        anomalies = _INVALID_LENGTH + (_INVALID_PID if pid else ())
+        ctx = self.ctx
+        if self.trace is not None:
+            direction = "request" if from_client else "response"
+            self.trace(ctx, "modbus", direction, fields, anomalies)
+        ctx.emit(
+            events.malformed(
+                ctx.conn, "modbus-truncated-adu", fields, anomalies, ts, ctx.frame, from_client
+            )
+        )
+
     # -- malformed input ----------------------------------------------------------------------
     def _short_adu(self, data: Buffer, start: int, length: int, from_client: bool, ts: int) -> int:
         """An MBAP header whose length cannot hold a function code (0 or 1)."""

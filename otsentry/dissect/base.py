@@ -14,7 +14,9 @@ much more it needs, and the reassembler keeps the rest.
 
 ``gap(from_client, ts)`` says bytes were lost (or the stream was picked up mid-way): the next
 ``parse`` of that direction starts at an arbitrary byte, so the dissector resynchronises on its
-header. ``close(ts)`` ends the flow: unanswered requests are flushed as events.
+header. ``close(ts)`` ends the flow: unanswered requests are flushed as events. A dissector may
+also define ``truncated(data, from_client, ts)``, called when a direction ends with bytes it asked
+more for (an incomplete PDU), before ``close``.
 
 Malformed input becomes an anomaly on an event (a stable snake_case id such as
 ``modbus.invalid_length``), never an exception that escapes; the framework still catches one,

@@ -297,7 +297,14 @@ class TcpStream:
             self._skip_hole(ts)
         if self.buf:
             self.stats.bytes_buffered -= len(self.buf)
-            self.buf = bytearray()
+            rest, self.buf = self.buf, bytearray()
+            # an incomplete PDU when the connection ended: let the dissector report it
+            hook = getattr(self.dissector, "truncated", None)
+            if hook is not None:
+                try:
+                    hook(bytes(rest), self.from_client, ts)
+                except Exception:
+                    self.stats.dissector_errors += 1
         self.need = 0
 
     def release(self) -> None:

@@ -257,3 +257,13 @@ def test_write_single_coil_off() -> None:
         ]
     )
     assert h.events[0].fields["values"] == [False]
+
+
+def test_connection_ending_inside_an_adu_is_reported() -> None:
+    h = Harness()
+    h.send(True, mbap(9, 16, 1, b"\x03\x00\x00\x00\x01"))  # says 16 bytes follow, sends 6
+    h.close()
+    (event,) = h.events
+    assert event.action == "modbus-truncated-adu"
+    assert event.anomalies == ("modbus.invalid_length",)
+    assert event.fields["transaction_id"] == 9 and event.fields["received_bytes"] == 12
