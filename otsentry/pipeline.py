@@ -22,7 +22,15 @@ from otsentry.config import Config, DecodeAs
 from otsentry.decode import Decoder
 from otsentry.dissect.base import Tracer
 from otsentry.dissect.registry import DissectorRegistry, default_registry
-from otsentry.ecs import DocumentIds, alert_doc, asset_doc, event_doc, iso_time, observer_doc
+from otsentry.ecs import (
+    DocumentIds,
+    EventJson,
+    alert_doc,
+    asset_doc,
+    event_doc,
+    iso_time,
+    observer_doc,
+)
 from otsentry.flow.table import FlowTable
 from otsentry.model import Alert, Event
 from otsentry.sinks.interface import Sink, Stream
@@ -94,6 +102,9 @@ class Pipeline:
         )
         self.observer = observer_doc(config.sensor.name, interface)
         self.ids = DocumentIds(config.sensor.name)
+        #: events go to the NDJSON file only: serialise them straight to text
+        self.events_as_text = self.event_sinks == [self.ndjson]
+        self.event_json = EventJson(self.observer, self.ids)
         self.counters = RunCounters()
         self.event_hooks: list[Callable[[Event], Iterable[Alert]]] = []
         self._started = time.perf_counter()
@@ -147,7 +158,9 @@ class Pipeline:
             self.inventory.identify(
                 conn.segment, conn.server_ip, event.envelope.protocol, event.identity
             )
-        if self.event_sinks:
+        if self.events_as_text:
+            self.ndjson.write_line(Stream.EVENTS, self.event_json.line(event))
+        elif self.event_sinks:
             doc = event_doc(event, self.observer, self.ids)
             for sink in self.event_sinks:
                 sink.write(Stream.EVENTS, doc)

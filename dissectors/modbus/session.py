@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from otsentry.model import Direction
+from otsentry.model import Direction, Envelope, Event
 
 from . import events
 from .constants import (
@@ -19,16 +19,19 @@ from .constants import (
     function_name,
 )
 from .grammar import (
+    INVALID_QUANTITY,
     MBAP,
+    QUANTITY_LIMITS,
     REQUESTS,
     RESPONSES,
     U16,
     U16X2,
     Buffer,
+    coils,
     decode_exception,
     decode_raw,
     decode_raw_response,
-    looks_like_mbap,
+    registers,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ Record = dict[str, Any]
 Pending = tuple[Record, tuple[str, ...], int, int]
 
 _MBAP = MBAP.unpack_from
+_U16X2 = U16X2.unpack_from
 NAMES: tuple[str, ...] = tuple(function_name(code) for code in range(128))
 _DEFINED = frozenset((*FUNCTIONS, *RESERVED_FUNCTIONS, *USER_DEFINED_FUNCTIONS))
 #: function codes a request may carry without an anomaly
@@ -51,6 +55,21 @@ _FLOODED = ("modbus.flooded",)
 _NON_MODBUS = ("modbus.non_modbus_payload",)
 _PDU_BATCH = 256  # PDUs counted locally before the flow's counter is updated
 _SAMPLE = 32  # bytes of non-Modbus payload kept on its event
+
+
+def _plausible(data: Buffer, pos: int, from_client: bool) -> bool:
+    """Could ``data[pos:]`` start an ADU with any function code (a scan sends unassigned ones):
+    protocol id 0, a sane length, a code that is not 0 (nor an exception in a request)?"""
+    if len(data) - pos < MBAP_LEN + 1:
+        return False
+    _tid, pid, length, _unit = _MBAP(data, pos)
+    fc = data[pos + MBAP_LEN]
+    return (
+        pid == 0
+        and 2 <= length <= MAX_MBAP_LENGTH
+        and fc != 0
+        and (fc < EXCEPTION_BIT or not from_client)
+    )
 
 
 class ModbusSession:
@@ -115,11 +134,91 @@ class ModbusSession:
         size = 6 + length
         if avail < size:
             return avail - size
+        if 0 < fc <= 4 and not anomalies and self.trace is None:
+            # reads of coils, inputs and registers are nearly all the traffic: a short path
+            if from_client:
+                if length == 6 and self._read_request(tid, unit, fc, data, start, ts):
+                    return size
+            elif self._read_response(tid, unit, fc, length, data, start, ts):
+                return size
         if from_client:
             self._request(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, anomalies)
         else:
             self._response(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, anomalies)
         return size
+
+    def _read_request(
+        self, tid: int, unit: int, fc: int, data: Buffer, start: int, ts: int
+    ) -> bool:
+        """A well-formed FC 1-4 request, as ``_request`` would record it; False to fall back."""
+        pending = self.pending
+        key = tid << 8 | unit
+        if pending:
+            self._expire(key, ts)
+            if len(pending) >= self.max_open:
+                return False
+        address, quantity = _U16X2(data, start + 8)
+        rec = {
+            "transaction_id": tid,
+            "unit_id": unit,
+            "function_code": fc,
+            "function": NAMES[fc],
+            "address": address,
+            "quantity": quantity,
+        }
+        ok = 1 <= quantity <= QUANTITY_LIMITS[fc]
+        pending[key] = (rec, () if ok else INVALID_QUANTITY, ts, self.ctx.frame)
+        self.pdus += 1
+        if self.pdus >= _PDU_BATCH:
+            self.ctx.count_pdus(self.pdus)
+            self.pdus = 0
+        return True
+
+    def _read_response(
+        self, tid: int, unit: int, fc: int, length: int, data: Buffer, start: int, ts: int
+    ) -> bool:
+        """A well-formed FC 1-4 response to a pending request of the same code, as
+        ``_response`` and ``events.transaction`` would record it; False to fall back."""
+        entry = self.pending.get(tid << 8 | unit)
+        if entry is None:
+            return False
+        req, req_anomalies, req_ts, req_frame = entry
+        if req["function_code"] != fc:
+            return False
+        quantity = req["quantity"]
+        count = data[start + 8]
+        if length != 3 + count:
+            return False
+        if fc >= 3:
+            if count != 2 * quantity:
+                return False
+            values: list[Any] = registers(data, start + 9, quantity)
+        else:
+            if count != (quantity + 7) >> 3:
+                return False
+            values = coils(data, start + 9, count, quantity)
+        del self.pending[tid << 8 | unit]
+        ctx = self.ctx
+        fields = req.copy()
+        fields["byte_count"] = count
+        fields["values"] = values
+        fields["request_frame"] = req_frame
+        fields["response_frame"] = ctx.frame
+        self.pdus += 1
+        if self.pdus >= _PDU_BATCH:
+            ctx.count_pdus(self.pdus)
+            self.pdus = 0
+        ctx.emit(
+            Event(
+                Envelope(req_ts, ctx.conn, events.PROTOCOL, Direction.TRANSACTION),
+                events.ACTIONS[fc],
+                fields,
+                req_anomalies,
+                "success",
+                ts - req_ts,
+            )
+        )
+        return True
 
     def gap(self, from_client: bool, ts: int) -> None:
         """Bytes were lost: find the next MBAP header before decoding again."""
@@ -315,7 +414,6 @@ class ModbusSession:
     def _resync(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
         """Skip to the next offset that starts a plausible ADU followed by another (or by the
         end of the bytes at hand); return the bytes skipped, or ask for more."""
-        codes = KNOWN_FUNCTIONS if from_client else KNOWN_RESPONSE_FUNCTIONS
         n = len(data)
         pos = start
         while True:
@@ -324,9 +422,9 @@ class ModbusSession:
             if hit < 0 or hit + 6 > n:
                 break
             cand = hit - 2
-            if looks_like_mbap(data, cand, codes):
+            if _plausible(data, cand, from_client):
                 nxt: int = cand + 6 + U16.unpack_from(data, cand + 4)[0]
-                if nxt + MBAP_LEN + 1 > n or looks_like_mbap(data, nxt, codes):
+                if nxt + MBAP_LEN + 1 > n or _plausible(data, nxt, from_client):
                     if cand > start:
                         self._count_junk(from_client, cand - start)
                         return cand - start

@@ -48,6 +48,15 @@ class CaptureReader(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + 15  # zlib: gzip wrapper, 32 KiB window; checks each member's CRC and length

@@ -10,13 +10,25 @@ the receiving stack accepted) and count conflicts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from otsentry.dissect.base import Dissector
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
+
+
+#: a segment this far (bytes) beyond the expected sequence number is not waiting for a hole to
+#: fill but the stream somewhere else (one far behind is dropped as a retransmission, as
+#: Wireshark does)
+_JUMP = 1 << 20
+
+
+class Clock(Protocol):
+    """Holds the number of the frame being processed (the flow table does)."""
+
+    frame: int
 
 
 class ReassemblyStats:
@@ -33,6 +45,7 @@ class ReassemblyStats:
         "overflows",
         "overlaps",
         "retransmissions",
+        "sequence_jumps",
     )
 
     def __init__(self) -> None:
@@ -46,6 +59,7 @@ class ReassemblyStats:
         self.overflows = 0  # buffers dropped for exceeding a cap
         self.overlaps = 0
         self.retransmissions = 0
+        self.sequence_jumps = 0  # segments far outside any plausible window, taken as new data
 
     def as_dict(self) -> dict[str, int]:
         """Counters by name."""
@@ -57,6 +71,7 @@ class TcpStream:
 
     __slots__ = (
         "buf",
+        "clock",
         "dissector",
         "from_client",
         "max_buffer",
@@ -64,6 +79,7 @@ class TcpStream:
         "need",
         "next_seq",
         "ooo",
+        "ooo_at",
         "ooo_bytes",
         "stats",
         "total_cap",
@@ -76,6 +92,7 @@ class TcpStream:
         max_buffer: int,
         max_ooo: int,
         total_cap: int,
+        clock: Clock | None = None,
     ) -> None:
         self.from_client = from_client
         self.stats = stats
@@ -87,6 +104,10 @@ class TcpStream:
         self.buf = bytearray()
         self.need = 0
         self.ooo: dict[int, bytes] = {}
+        #: when each waiting segment arrived: (ts, frame number)
+        self.ooo_at: dict[int, tuple[int, int]] = {}
+        #: where the frame number being processed is kept (the flow table)
+        self.clock = clock
         self.ooo_bytes = 0
 
     def syn(self, seq: int) -> None:
@@ -131,8 +152,24 @@ class TcpStream:
             self._deliver(payload, ts)
             if self.ooo:
                 self._drain(ts)
+        elif d > _JUMP:
+            self._jump(seq, payload, ts)
         else:
             self._hold(seq, payload, ts)
+
+    def _jump(self, seq: int, payload: bytes, ts: int) -> None:
+        """A segment far from where the stream is (a lost state, injection or fuzzing): take it
+        as the stream's new position after a gap, as a mid-stream pickup would."""
+        self.stats.sequence_jumps += 1
+        if self.ooo:
+            self.stats.bytes_buffered -= self.ooo_bytes
+            self.ooo.clear()
+            self.ooo_at.clear()
+            self.ooo_bytes = 0
+        self.next_seq = (seq + len(payload)) & _MASK
+        if self.dissector is not None:
+            self._notify_gap(ts)
+        self._deliver(payload, ts)
 
     def _hold(self, seq: int, payload: bytes, ts: int) -> None:
         ooo = self.ooo
@@ -147,6 +184,7 @@ class TcpStream:
             self.ooo_bytes -= len(old)
             self.stats.bytes_buffered -= len(old)
         ooo[seq] = payload
+        self.ooo_at[seq] = (ts, self.clock.frame if self.clock is not None else 0)
         self.ooo_bytes += len(payload)
         self.stats.bytes_buffered += len(payload)
         if (
@@ -177,6 +215,7 @@ class TcpStream:
             if d and not d & _HALF:
                 return  # the earliest waiting segment is still beyond a hole
             payload = ooo.pop(seq)
+            held_ts, held_frame = self.ooo_at.pop(seq)
             self.ooo_bytes -= len(payload)
             self.stats.bytes_buffered -= len(payload)
             if d:
@@ -187,7 +226,18 @@ class TcpStream:
                 self.stats.overlaps += 1
                 payload = payload[back:]
             self.next_seq = (self.next_seq + len(payload)) & _MASK
-            self._deliver(payload, ts)
+            clock = self.clock
+            if clock is None or held_frame <= 0 or held_frame == clock.frame:
+                self._deliver(payload, ts)
+                continue
+            # the bytes of a waiting segment arrived with it: PDUs it completes are reported
+            # at that frame and time (as Wireshark does, which never holds segments back)
+            now = clock.frame
+            clock.frame = held_frame
+            try:
+                self._deliver(payload, held_ts)
+            finally:
+                clock.frame = now
 
     def _deliver(self, payload: bytes, ts: int) -> None:
         if self.dissector is None:
@@ -312,5 +362,6 @@ class TcpStream:
         self.stats.bytes_buffered -= len(self.buf) + self.ooo_bytes
         self.buf = bytearray()
         self.ooo.clear()
+        self.ooo_at.clear()
         self.ooo_bytes = 0
         self.need = 0

@@ -309,7 +309,12 @@ class FlowTable:
     ) -> tuple[bool, str]:
         """Is the packet's sender the client, and how do we know."""
         if transport == TCP and flags & SYN:
-            return (not flags & ACK), "handshake"
+            sender_is_client = not flags & ACK
+            if (sport in ports) != (dport in ports) and sender_is_client != (dport in ports):
+                # the handshake says the protocol's port is the client's: believe the port (a
+                # PLC does not dial out from 502), as tshark and Zeek decide too
+                return dport in ports, "port"
+            return sender_is_client, "handshake"
         s_known = sport in ports or sport < 1024
         d_known = dport in ports or dport < 1024
         if d_known != s_known:
@@ -320,8 +325,8 @@ class FlowTable:
 
     def _open_streams(self, flow: Flow) -> None:
         stats, mb, mo, mt = self.stats, self.max_buffer, self.max_ooo, self.max_total
-        flow.stream_c = TcpStream(True, stats, mb, mo, mt)
-        flow.stream_s = TcpStream(False, stats, mb, mo, mt)
+        flow.stream_c = TcpStream(True, stats, mb, mo, mt, self)
+        flow.stream_s = TcpStream(False, stats, mb, mo, mt, self)
 
     def _attach(self, flow: Flow, spec: DissectorSpec) -> None:
         flow.protocol = spec.name

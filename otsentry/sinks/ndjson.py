@@ -45,6 +45,15 @@ class NdjsonSink:
         f.write("\n")
         self.counts[stream] += 1
 
+    def write_line(self, stream: Stream, line: str) -> None:
+        """Append one document already serialised as JSON (one line, no newline)."""
+        f = self._files.get(stream)
+        if f is None:
+            return
+        f.write(line)
+        f.write("\n")
+        self.counts[stream] += 1
+
     def flush(self) -> None:
         """Flush every file."""
         for f in self._files.values():

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otsentry.dissectors.modbus import ModbusSession
 from pymodbus.framer import FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu import bit_message as bits
@@ -17,6 +16,7 @@ from pymodbus.pdu import mei_message as mei
 from pymodbus.pdu import other_message as other
 from pymodbus.pdu import register_message as regs
 
+from otsentry.dissectors.modbus import ModbusSession
 from otsentry.flow.reassembly import ReassemblyStats, TcpStream
 from otsentry.model import Conn, Event
 

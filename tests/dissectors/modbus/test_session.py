@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+from typing import Any
 
 import pytest
-from otsentry.dissectors.modbus import SPEC, probe
 from pymodbus.pdu import bit_message as bits
 from pymodbus.pdu import register_message as regs
 
-from otsentry.model import Direction
+from otsentry.capture import open_capture
+from otsentry.config import Config
+from otsentry.dissect.base import Tracer
+from otsentry.dissectors.modbus import SPEC, probe
+from otsentry.model import Alert, Direction, Event
+from otsentry.pipeline import Pipeline
+from tests.conftest import LAB_PCAPS
 
 from .stack import Harness, adu, exception, feed, streams, transactions
 
@@ -267,3 +274,34 @@ def test_connection_ending_inside_an_adu_is_reported() -> None:
     assert event.action == "modbus-truncated-adu"
     assert event.anomalies == ("modbus.invalid_length",)
     assert event.fields["transaction_id"] == 9 and event.fields["received_bytes"] == 12
+
+
+@pytest.mark.parametrize("name", ["modbus_normal.pcap", "modbus_attacks.pcap"])
+def test_short_read_path_records_what_the_general_path_records(name: str, tmp_path: Path) -> None:
+    """Reads take a short path unless PDUs are traced: both must give identical events."""
+    path = LAB_PCAPS / name
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+
+    def events(tracer: Tracer | None, out: Path) -> list[tuple[Any, ...]]:
+        seen: list[tuple[Any, ...]] = []
+
+        def hook(event: Event) -> list[Alert]:
+            env = event.envelope
+            seen.append(
+                (env.ts, env.direction, event.action, event.fields, event.anomalies)
+                + (event.outcome, event.duration_ns, event.identity)
+            )
+            return []
+
+        pipeline = Pipeline(Config(), out, tracer=tracer)
+        pipeline.event_hooks.append(hook)
+        with open_capture(path) as reader:
+            pipeline.run(reader)
+        pipeline.finish()
+        return seen
+
+    short = events(None, tmp_path / "a")
+    general = events(lambda *args: None, tmp_path / "b")
+    assert len(short) > 100
+    assert short == general
