@@ -31,7 +31,17 @@ from runner import Measurement, RunError, measure, pin_prefix, worker
 from otsentry.capture import CaptureError
 
 TSHARK_FIELDS = ("frame.number", "mbtcp.trans_id", "s7comm.header.rosctr", "opcua.transport.type")
-TOOLS = ("tshark", "replay", "flows", "decode", "read", "dpkt", "scapy", "pyshark")
+TOOLS = (
+    "tshark",
+    "replay",
+    "replay-no-events",
+    "flows",
+    "decode",
+    "read",
+    "dpkt",
+    "scapy",
+    "pyshark",
+)
 PROBE_PACKETS = 20_000
 
 
@@ -127,14 +137,26 @@ def bench_tshark(file: Path, total: int) -> Row:
     return _row("tshark -T fields", measure(argv, stdout=Path(os.devnull)), total, False)
 
 
-def bench_replay(file: Path, pin: bool) -> Row:
+def bench_replay(file: Path, pin: bool, events: bool = True) -> Row:
+    """``otsentry replay``; without ``events`` the protocol events are built (and would feed
+    rules and baselines) but not written to ``events.ndjson``."""
     with tempfile.TemporaryDirectory(prefix="otsentry-bench-") as out:
         argv = [*pin_prefix(pin), *_otsentry_argv(), "replay", str(file), "--out", out, "--quiet"]
+        if not events:
+            config = Path(out, "otsentry.yaml")
+            config.write_text("outputs:\n  events: false\n")
+            argv += ["--config", str(config)]
         run = measure(argv, stdout=Path(os.devnull))
         stats = json.loads(Path(out, "stats.json").read_text())
-    row = _row("otsentry replay", run, stats["packets"], bool(pin_prefix(pin)))
+    name = "otsentry replay" if events else "otsentry replay (events not written)"
+    row = _row(name, run, stats["packets"], bool(pin_prefix(pin)))
     row.loop_pps = stats["packets_per_second"]
-    row.extra = {"flows": stats["flows"], "assets": stats["assets"]}
+    row.extra = {
+        "flows": stats["flows"],
+        "assets": stats["assets"],
+        "pdus": sum(stats["pdus"].values()),
+        "events": sum(stats["events"].values()),
+    }
     return row
 
 
@@ -292,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: dict[str, Callable[[], Row]] = {
         "tshark": lambda: best_of(rep, lambda: bench_tshark(file, total)),
         "replay": lambda: best_of(rep, lambda: bench_replay(file, pin)),
+        "replay-no-events": lambda: best_of(rep, lambda: bench_replay(file, pin, events=False)),
         "flows": lambda: best_of(rep, lambda: bench_worker("flows", file, total, pin=pin)),
         "decode": lambda: best_of(rep, lambda: bench_worker("decode", file, total, pin=pin)),
         "read": lambda: best_of(rep, lambda: bench_worker("read", file, total, pin=pin)),

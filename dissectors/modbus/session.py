@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from struct import Struct
 from typing import TYPE_CHECKING, Any
 
 from otsentry.model import Direction, Envelope, Event
@@ -18,6 +19,7 @@ from .constants import (
     USER_DEFINED_FUNCTIONS,
     function_name,
 )
+from .events import ACTIONS, PROTOCOL
 from .grammar import (
     INVALID_QUANTITY,
     MBAP,
@@ -31,11 +33,11 @@ from .grammar import (
     decode_exception,
     decode_raw,
     decode_raw_response,
-    registers,
 )
 
 if TYPE_CHECKING:
     from otsentry.dissect.base import FlowContext
+    from otsentry.model import Conn
 
 Record = dict[str, Any]
 #: a request waiting for its response: record, anomalies, ts, frame
@@ -43,6 +45,9 @@ Pending = tuple[Record, tuple[str, ...], int, int]
 
 _MBAP = MBAP.unpack_from
 _U16X2 = U16X2.unpack_from
+#: unpackers of 0-125 registers (a response's byte count is checked against its quantity first)
+_REGISTERS = [Struct(f">{n}H").unpack_from for n in range(126)]
+_TRANSACTION = Direction.TRANSACTION
 NAMES: tuple[str, ...] = tuple(function_name(code) for code in range(128))
 _DEFINED = frozenset((*FUNCTIONS, *RESERVED_FUNCTIONS, *USER_DEFINED_FUNCTIONS))
 #: function codes a request may carry without an anomaly
@@ -76,6 +81,7 @@ class ModbusSession:
     """Dissects both directions of one Modbus/TCP connection (see ``otsentry.dissect.base``)."""
 
     __slots__ = (
+        "conn",
         "ctx",
         "junk",
         "max_open",
@@ -89,6 +95,7 @@ class ModbusSession:
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
+        self.conn: Conn | None = None  # the flow's identity, fetched at the first event
         #: (transaction id << 8 | unit) → the request, oldest first
         self.pending: dict[int, Pending] = {}
         self.resync_c = self.resync_s = False
@@ -192,7 +199,7 @@ class ModbusSession:
         if fc >= 3:
             if count != 2 * quantity:
                 return False
-            values: list[Any] = registers(data, start + 9, quantity)
+            values: list[Any] = list(_REGISTERS[quantity](data, start + 9))
         else:
             if count != (quantity + 7) >> 3:
                 return False
@@ -208,10 +215,13 @@ class ModbusSession:
         if self.pdus >= _PDU_BATCH:
             ctx.count_pdus(self.pdus)
             self.pdus = 0
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = ctx.conn
         ctx.emit(
             Event(
-                Envelope(req_ts, ctx.conn, events.PROTOCOL, Direction.TRANSACTION),
-                events.ACTIONS[fc],
+                Envelope(req_ts, conn, PROTOCOL, _TRANSACTION),
+                ACTIONS[fc],
                 fields,
                 req_anomalies,
                 "success",

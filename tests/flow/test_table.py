@@ -70,6 +70,7 @@ class Harness:
         for i, frame in enumerate(frames):
             pkt = self.decoder.decode(LINKTYPE_ETHERNET, frame, start_ts + i)
             assert pkt is not None
+            self.table.frame = i + 1
             self.table.packet(pkt, start_ts + i, frame)
 
     def client_adus(self) -> list[bytes]:
@@ -174,6 +175,42 @@ def test_midstream_pickup_without_handshake() -> None:
     flow = next(iter(h.table.flows.values()))[0]
     assert flow.roles_from == "port"
     assert (flow.client_port, flow.server_port) == (CPORT, SPORT)
+
+
+def test_adus_beyond_a_hole_that_never_fills_keep_their_arrival_time() -> None:
+    """Held segments are delivered when the hole is given up on, with the time (and frame) they
+    arrived in: where a PDU's last byte arrived, as Wireshark reports it."""
+    h = Harness()
+    frames = handshake() + [
+        seg(True, 0, ADUS[0]),  # index 3
+        seg(True, 24, ADUS[2]),  # index 4: ADUS[1] (bytes 12-23) is never captured
+        seg(True, 36, ADUS[3]),  # index 5
+        seg(True, 48, flags="FA"),
+        seg(False, 0, flags="FA"),
+    ]
+    h.feed(frames)
+    assert h.client_adus() == [ADUS[0], ADUS[2], ADUS[3]]
+    assert [ts for fc, ts, _a in h.log if fc] == [3, 4, 5]
+    assert h.table.stats.gaps == 1 and h.table.stats.gap_bytes == 12
+
+
+def test_far_sequence_jump_is_taken_as_new_data() -> None:
+    h = Harness()
+    h.feed(handshake() + [seg(True, 0, ADUS[0]), seg(True, 5_000_000, ADUS[1])])
+    assert h.client_adus() == ADUS[:2]  # delivered at once, not held for a 5 MB hole
+    assert h.table.stats.sequence_jumps == 1
+    assert h.table.stats.bytes_buffered == 0
+
+
+def test_syn_from_the_protocol_port_makes_that_side_the_server() -> None:
+    """A SYN from port 502 to an ephemeral port: 502 is still the server (as tshark and Zeek
+    see it), so the Modbus dissector runs with the right directions."""
+    h = Harness()
+    syn = Ether() / IP(src=SERVER, dst=CLIENT) / TCP(sport=SPORT, dport=CPORT, seq=S_ISN, flags="S")
+    h.feed([bytes(syn), seg(False, 0, adu(1)), seg(True, 0, adu(2))])
+    flow = next(iter(h.table.flows.values()))[0]
+    assert (flow.server_port, flow.roles_from, flow.protocol) == (SPORT, "port", "mbap")
+    assert [(fc, a) for fc, _ts, a in h.log] == [(False, adu(1)), (True, adu(2))]
 
 
 def test_roles_from_server_first_packet_on_known_port() -> None:
