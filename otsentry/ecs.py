@@ -128,10 +128,9 @@ def _common(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> dict[str,
     }
 
 
-def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
-    """A protocol event (``event.kind: event``)."""
+def _event_parts(ev: Event, ids: DocumentIds) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``event`` block and the protocol record of an event document."""
     env = ev.envelope
-    conn = env.conn
     event: dict[str, Any] = {
         "kind": "event",
         "category": ["network"],
@@ -139,7 +138,7 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
         "action": ev.action,
         "dataset": f"otsentry.{env.protocol}",
         "module": "otsentry",
-        "id": ids.next("event", env.ts, conn.community_id),
+        "id": ids.next("event", env.ts, env.conn.community_id),
         "created": iso_time(time.time_ns()),
     }
     if ev.outcome:
@@ -150,9 +149,16 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
     record["direction"] = str(env.direction)
     if ev.anomalies:
         record["anomalies"] = list(ev.anomalies)
+    return event, record
+
+
+def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
+    """A protocol event (``event.kind: event``)."""
+    env = ev.envelope
+    event, record = _event_parts(ev, ids)
     doc: dict[str, Any] = {"@timestamp": iso_time(env.ts), "ecs": {"version": ECS_VERSION}}
     doc["event"] = event
-    doc.update(_common_cached(conn, env.protocol, observer))
+    doc.update(_common_cached(env.conn, env.protocol, observer))
     doc["otsentry"] = {env.protocol: record}
     return doc
 
@@ -188,26 +194,8 @@ class EventJson:
     def line(self, ev: Event) -> str:
         """One event as a JSON document (no newline)."""
         env = ev.envelope
-        conn = env.conn
         protocol = env.protocol
-        event: dict[str, Any] = {
-            "kind": "event",
-            "category": ["network"],
-            "type": ["protocol"],
-            "action": ev.action,
-            "dataset": f"otsentry.{protocol}",
-            "module": "otsentry",
-            "id": self.ids.next("event", env.ts, conn.community_id),
-            "created": iso_time(time.time_ns()),
-        }
-        if ev.outcome:
-            event["outcome"] = ev.outcome
-        if ev.duration_ns is not None:
-            event["duration"] = ev.duration_ns
-        record: dict[str, Any] = dict(ev.fields)
-        record["direction"] = str(env.direction)
-        if ev.anomalies:
-            record["anomalies"] = list(ev.anomalies)
+        event, record = _event_parts(ev, self.ids)
         # one encoder call, then the flow's fragment spliced in before "otsentry" (the first
         # occurrence: everything before it is ours, never text from the wire)
         text = _JSON(
@@ -219,7 +207,7 @@ class EventJson:
             }
         )
         cut = text.index(',"otsentry":')
-        return f"{text[:cut]},{self._fragment(conn, protocol)}{text[cut:]}"
+        return f"{text[:cut]},{self._fragment(env.conn, protocol)}{text[cut:]}"
 
 
 def alert_doc(alert: Alert, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:

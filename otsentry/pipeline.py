@@ -19,9 +19,8 @@ from otsentry import __version__
 from otsentry.assets.inventory import Inventory
 from otsentry.capture.base import Frame
 from otsentry.config import Config, DecodeAs
-from otsentry.decode import Decoder
 from otsentry.dissect.base import Tracer
-from otsentry.dissect.registry import DissectorRegistry, default_registry
+from otsentry.dissect.registry import DissectorRegistry
 from otsentry.ecs import (
     DocumentIds,
     EventJson,
@@ -31,10 +30,10 @@ from otsentry.ecs import (
     iso_time,
     observer_doc,
 )
-from otsentry.flow.table import FlowTable
 from otsentry.model import Alert, Event
 from otsentry.sinks.interface import Sink, Stream
 from otsentry.sinks.ndjson import NdjsonSink
+from otsentry.stages import configured_registry, decoder_for, flow_table_for
 
 SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
 _PROGRESS_EVERY = 32_768  # packets between progress callbacks
@@ -70,34 +69,18 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.out_dir = out_dir
-        self.registry = registry if registry is not None else default_registry()
-        for proto in config.protocols:
-            if proto.name in self.registry.names:
-                self.registry.set_ports(proto.name, proto.ports, proto.enabled)
-        for rule in (*config.decode_as, *decode_as):
-            self.registry.decode_as(rule.port, rule.protocol)
-        limits = config.limits
-        self.decoder = Decoder(
-            max_fragment_trains=limits.max_ip_fragments, fragment_timeout=limits.fragment_timeout
-        )
+        self.registry = configured_registry(config, decode_as, registry)
+        self.decoder = decoder_for(config)
         self.inventory = Inventory()
         self.ndjson = NdjsonSink(out_dir, self._streams(config))
         self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
         #: sinks that take protocol events (documents are built only for them)
         self.event_sinks = [s for s in self.sinks if s.wants(Stream.EVENTS)]
-        self.table = FlowTable(
+        self.table = flow_table_for(
+            config,
             self.registry,
             self.on_event,
-            config.segment_for,
             on_flow_end=self.inventory.observe_flow,
-            max_flows=limits.max_flows,
-            max_buffer_per_direction=limits.max_tcp_buffer_per_direction,
-            max_buffer_total=limits.max_tcp_buffer_total,
-            max_ooo_segments=limits.max_ooo_segments_per_direction,
-            idle_timeout=limits.flow_idle_timeout,
-            closed_timeout=limits.tcp_closed_timeout,
-            max_open_transactions=limits.max_open_transactions_per_flow,
-            transaction_timeout=limits.transaction_timeout,
             tracer=tracer,
         )
         self.observer = observer_doc(config.sensor.name, interface)

@@ -62,6 +62,11 @@ _PDU_BATCH = 256  # PDUs counted locally before the flow's counter is updated
 _SAMPLE = 32  # bytes of non-Modbus payload kept on its event
 
 
+def _record(tid: int, unit: int, code: int) -> Record:
+    """What every PDU record starts with."""
+    return {"transaction_id": tid, "unit_id": unit, "function_code": code, "function": NAMES[code]}
+
+
 def _plausible(data: Buffer, pos: int, from_client: bool) -> bool:
     """Could ``data[pos:]`` start an ADU with any function code (a scan sends unassigned ones):
     protocol id 0, a sane length, a code that is not 0 (nor an exception in a request)?"""
@@ -265,12 +270,7 @@ class ModbusSession:
     ) -> None:
         ctx = self.ctx
         code = fc & 0x7F
-        rec: Record = {
-            "transaction_id": tid,
-            "unit_id": unit,
-            "function_code": code,
-            "function": NAMES[code],
-        }
+        rec = _record(tid, unit, code)
         found = REQUESTS.get(code, decode_raw)(rec, data, off, end)
         if found:
             anomalies += tuple(a for a in found if a not in anomalies)
@@ -326,12 +326,7 @@ class ModbusSession:
     ) -> None:
         ctx = self.ctx
         code = fc & 0x7F
-        rec: Record = {
-            "transaction_id": tid,
-            "unit_id": unit,
-            "function_code": code,
-            "function": NAMES[code],
-        }
+        rec = _record(tid, unit, code)
         entry = self.pending.pop(tid << 8 | unit, None)
         req = entry[0] if entry is not None else None
         if fc & EXCEPTION_BIT:

@@ -6,16 +6,22 @@ import json
 import os
 import sys
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
 
-from otsentry.capture import CaptureError, expand_paths
+from otsentry.capture import CaptureError
+from otsentry.cli.options import (
+    ConfigOption,
+    DecodeAsOption,
+    Pcaps,
+    capture_paths,
+    check_protocols,
+    settings,
+)
 from otsentry.cli.ui import error
-from otsentry.config import ConfigError, DecodeAs, load_config, parse_decode_as
 from otsentry.dissect.dump import BASE_FIELDS, iter_records
-from otsentry.dissect.registry import UnknownProtocolError, default_registry
+from otsentry.dissect.registry import UnknownProtocolError
 
 COMMON = ("frame", "ts", "protocol", "direction", "src", "dst")
 
@@ -61,10 +67,7 @@ class _TsvWriter:
 
 
 def dissect(
-    pcaps: Annotated[
-        list[Path],
-        typer.Argument(help="Capture files (pcap, pcapng, gzip) or directories holding them."),
-    ],
+    pcaps: Pcaps,
     protocol: Annotated[
         list[str] | None,
         typer.Option("--protocol", "-p", help="Only this protocol's PDUs (repeatable)."),
@@ -72,17 +75,8 @@ def dissect(
     fmt: Annotated[
         Format, typer.Option("--format", "-T", help="tsv (one line per PDU) or json lines.")
     ] = Format.TSV,
-    decode_as: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--decode-as",
-            "-d",
-            help="Decode a TCP port as a protocol: PORT=PROTO (or tshark's tcp.port==PORT,PROTO).",
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="otsentry.yaml configuration file.")
-    ] = None,
+    decode_as: DecodeAsOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Print every PDU of the captures, one per line, at the frame holding its last byte.
 
@@ -90,22 +84,13 @@ def dissect(
     dissected on its own and lines carry the file. Exit codes: 0 ok, 1 a capture is damaged
     (lines before the damage are printed), 2 usage or config error.
     """
+    cfg, rules = settings(config, decode_as)
     try:
-        cfg = load_config(config)
-        rules: list[DecodeAs] = [parse_decode_as(spec) for spec in decode_as or ()]
-        known = default_registry().names
-        for name in (*(protocol or ()), *(r.protocol for r in rules)):
-            if name not in known:
-                raise UnknownProtocolError(
-                    f"unknown protocol {name!r} (known: {', '.join(sorted(known))})"
-                )
-        paths = expand_paths(pcaps)
-    except (ConfigError, ValueError, CaptureError, OSError) as exc:
-        error(exc)
+        check_protocols(protocol or ())
+    except UnknownProtocolError as exc:
+        error(f"--protocol: {exc}")
         raise typer.Exit(2) from None
-    if not paths:
-        error("no capture files found")
-        raise typer.Exit(2)
+    paths = capture_paths(pcaps)
     out = sys.stdout
     with_file = len(paths) > 1
     tsv = _TsvWriter(out, with_file) if fmt is Format.TSV else None

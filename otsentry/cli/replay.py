@@ -8,33 +8,27 @@ from typing import Annotated
 
 import typer
 
-from otsentry.capture import CaptureError, CaptureReader, expand_paths, merge_frames, open_capture
+from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
+from otsentry.cli.options import (
+    ConfigOption,
+    DecodeAsOption,
+    Pcaps,
+    capture_paths,
+    settings,
+)
 from otsentry.cli.ui import ReplayProgress, error, print_summary
-from otsentry.config import ConfigError, DecodeAs, load_config, parse_decode_as
 from otsentry.dissect.registry import UnknownProtocolError
 from otsentry.pipeline import Pipeline
 
 
 def replay(
-    pcaps: Annotated[
-        list[Path],
-        typer.Argument(help="Capture files (pcap, pcapng, gzip) or directories holding them."),
-    ],
+    pcaps: Pcaps,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output directory [default: ./otsentry-out or config]."),
     ] = None,
-    decode_as: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--decode-as",
-            "-d",
-            help="Decode a TCP port as a protocol: PORT=PROTO (or tshark's tcp.port==PORT,PROTO).",
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="otsentry.yaml configuration file.")
-    ] = None,
+    decode_as: DecodeAsOption = None,
+    config: ConfigOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary table.")
     ] = False,
@@ -51,21 +45,9 @@ def replay(
     Writes events.ndjson, alerts.ndjson, assets.ndjson and stats.json to the output directory.
     Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config error.
     """
-    try:
-        cfg = load_config(config)
-        rules: list[DecodeAs] = [parse_decode_as(spec) for spec in decode_as or ()]
-    except (ConfigError, ValueError) as exc:
-        error(exc)
-        raise typer.Exit(2) from None
+    cfg, rules = settings(config, decode_as)
     out_dir = out if out is not None else cfg.outputs.dir
-    try:
-        paths = expand_paths(pcaps)
-    except (CaptureError, OSError) as exc:
-        error(exc)
-        raise typer.Exit(2) from None
-    if not paths:
-        error("no capture files found")
-        raise typer.Exit(2)
+    paths = capture_paths(pcaps)
     try:
         pipeline = Pipeline(cfg, out_dir, decode_as=rules)
     except UnknownProtocolError as exc:

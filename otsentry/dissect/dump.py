@@ -12,12 +12,10 @@ from typing import Any
 
 from otsentry.capture import open_capture
 from otsentry.config import Config, DecodeAs
-from otsentry.decode import Decoder
 from otsentry.dissect.base import FlowContext
-from otsentry.dissect.registry import DissectorRegistry, default_registry
 from otsentry.ecs import iso_time
-from otsentry.flow.table import FlowTable
 from otsentry.model import Event
+from otsentry.stages import configured_registry, decoder_for, flow_table_for
 
 #: keys every record of a protocol carries (null when absent), in this order
 BASE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -39,17 +37,6 @@ BASE_FIELDS: dict[str, tuple[str, ...]] = {
 def endpoint(ip: str, port: int) -> str:
     """``10.0.0.5:502`` or ``[fe80::1]:502``."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def build_registry(config: Config, decode_as: Sequence[DecodeAs]) -> DissectorRegistry:
-    """The built-in dissectors with the config's ports and the decode-as rules applied."""
-    registry = default_registry()
-    for proto in config.protocols:
-        if proto.name in registry.names:
-            registry.set_ports(proto.name, proto.ports, proto.enabled)
-    for rule in (*config.decode_as, *decode_as):
-        registry.decode_as(rule.port, rule.protocol)
-    return registry
 
 
 class _Collector:
@@ -105,26 +92,10 @@ def iter_records(
     record before the damage.
     """
     config = config if config is not None else Config()
-    registry = build_registry(config, decode_as)
     collector = _Collector(protocols)
-    limits = config.limits
-    table = FlowTable(
-        registry,
-        _ignore,
-        config.segment_for,
-        max_flows=limits.max_flows,
-        max_buffer_per_direction=limits.max_tcp_buffer_per_direction,
-        max_buffer_total=limits.max_tcp_buffer_total,
-        max_ooo_segments=limits.max_ooo_segments_per_direction,
-        idle_timeout=limits.flow_idle_timeout,
-        closed_timeout=limits.tcp_closed_timeout,
-        max_open_transactions=limits.max_open_transactions_per_flow,
-        transaction_timeout=limits.transaction_timeout,
-        tracer=collector,
-    )
-    decoder = Decoder(
-        max_fragment_trains=limits.max_ip_fragments, fragment_timeout=limits.fragment_timeout
-    )
+    registry = configured_registry(config, decode_as)
+    table = flow_table_for(config, registry, _ignore, tracer=collector)
+    decoder = decoder_for(config)
     out = collector.out
     frame = 0
     ts = 0

@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Modbus::function_codes (Zeek base/protocols/modbus/consts.zeek).
 FUNCTION_NAMES: dict[int, str] = {
@@ -353,23 +354,41 @@ def read_modbus_log(path: Path, headerless: bool = False) -> list[ModbusLogRow]:
     return out
 
 
+def _row_header(path: Path, lineno: int, row: dict[str, str | None]) -> dict[str, Any]:
+    """The fields every ICSNPP detail row starts with: where, when, who, which function."""
+    orig, resp = _conn(row)
+    func, code, exc = _func(row)
+    return {
+        "source": f"{path}:{lineno}",
+        "ts": row["ts"] or "",
+        "orig": orig,
+        "resp": resp,
+        "tid": _count(row.get("tid")),
+        "unit": _count(row.get("unit")),
+        "func": func,
+        "function_code": code,
+        "is_exception": exc,
+    }
+
+
+def _pdu_header(row: dict[str, str | None]) -> dict[str, Any]:
+    """The per-PDU fields of the FC 22 / FC 23 detail logs: the real sender and the side."""
+    is_orig, src, dst = _direction_block(row)
+    return {
+        "is_orig": is_orig,
+        "src": src,
+        "dst": dst,
+        "request_response": row.get("request_response"),
+    }
+
+
 def read_detailed_log(path: Path) -> list[DetailedRow]:
     log = read_zeek_log(path)
     out = []
     for lineno, row in log.rows:
-        orig, resp = _conn(row)
-        func, code, exc = _func(row)
         out.append(
             DetailedRow(
-                source=f"{path}:{lineno}",
-                ts=row["ts"] or "",
-                orig=orig,
-                resp=resp,
-                tid=_count(row.get("tid")),
-                unit=_count(row.get("unit")),
-                func=func,
-                function_code=code,
-                is_exception=exc,
+                **_row_header(path, lineno, row),
                 address=_count(row.get("address")),
                 quantity=_count(row.get("quantity")),
                 request_values=_vector(log, row.get("request_values")),
@@ -401,24 +420,10 @@ def read_mask_write_log(path: Path) -> list[MaskWriteRow]:
     log = read_zeek_log(path)
     out = []
     for lineno, row in log.rows:
-        orig, resp = _conn(row)
-        is_orig, src, dst = _direction_block(row)
-        func, code, exc = _func(row)
         out.append(
             MaskWriteRow(
-                source=f"{path}:{lineno}",
-                ts=row["ts"] or "",
-                orig=orig,
-                resp=resp,
-                is_orig=is_orig,
-                src=src,
-                dst=dst,
-                tid=_count(row.get("tid")),
-                unit=_count(row.get("unit")),
-                func=func,
-                function_code=code,
-                is_exception=exc,
-                request_response=row.get("request_response"),
+                **_row_header(path, lineno, row),
+                **_pdu_header(row),
                 address=_count(row.get("address")),
                 and_mask=_count(row.get("and_mask")),
                 or_mask=_count(row.get("or_mask")),
@@ -431,24 +436,10 @@ def read_rw_multiple_log(path: Path) -> list[ReadWriteMultipleRow]:
     log = read_zeek_log(path)
     out = []
     for lineno, row in log.rows:
-        orig, resp = _conn(row)
-        is_orig, src, dst = _direction_block(row)
-        func, code, exc = _func(row)
         out.append(
             ReadWriteMultipleRow(
-                source=f"{path}:{lineno}",
-                ts=row["ts"] or "",
-                orig=orig,
-                resp=resp,
-                is_orig=is_orig,
-                src=src,
-                dst=dst,
-                tid=_count(row.get("tid")),
-                unit=_count(row.get("unit")),
-                func=func,
-                function_code=code,
-                is_exception=exc,
-                request_response=row.get("request_response"),
+                **_row_header(path, lineno, row),
+                **_pdu_header(row),
                 write_start_address=_count(row.get("write_start_address")),
                 write_registers=_vector(log, row.get("write_registers")),
                 read_start_address=_count(row.get("read_start_address")),

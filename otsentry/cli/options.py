@@ -1,0 +1,65 @@
+"""Arguments and options several commands share, and their parsing into settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from otsentry.capture import CaptureError, expand_paths
+from otsentry.cli.ui import error
+from otsentry.config import Config, ConfigError, DecodeAs, load_config, parse_decode_as
+from otsentry.dissect.registry import UnknownProtocolError, default_registry
+
+Pcaps = Annotated[
+    list[Path],
+    typer.Argument(help="Capture files (pcap, pcapng, gzip) or directories holding them."),
+]
+DecodeAsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--decode-as",
+        "-d",
+        help="Decode a TCP port as a protocol: PORT=PROTO (or tshark's tcp.port==PORT,PROTO).",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="otsentry.yaml configuration file.")
+]
+
+
+def settings(config: Path | None, decode_as: list[str] | None) -> tuple[Config, list[DecodeAs]]:
+    """The configuration and the decode-as rules; a bad one exits with code 2."""
+    try:
+        cfg = load_config(config)
+        rules = [parse_decode_as(spec) for spec in decode_as or ()]
+        check_protocols(r.protocol for r in (*cfg.decode_as, *rules))
+    except (ConfigError, ValueError) as exc:
+        error(f"--decode-as: {exc}" if isinstance(exc, UnknownProtocolError) else exc)
+        raise typer.Exit(2) from None
+    return cfg, rules
+
+
+def check_protocols(names: Iterable[str]) -> None:
+    """Raise ``UnknownProtocolError`` for a name no dissector provides."""
+    known = default_registry().names
+    for name in names:
+        if name not in known:
+            raise UnknownProtocolError(
+                f"unknown protocol {name!r} (known: {', '.join(sorted(known))})"
+            )
+
+
+def capture_paths(pcaps: list[Path]) -> list[Path]:
+    """The capture files the arguments name; none, or an unreadable one, exits with code 2."""
+    try:
+        paths = expand_paths(pcaps)
+    except (CaptureError, OSError) as exc:
+        error(exc)
+        raise typer.Exit(2) from None
+    if not paths:
+        error("no capture files found")
+        raise typer.Exit(2)
+    return paths
