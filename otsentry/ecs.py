@@ -5,7 +5,6 @@ The very same documents go to the local NDJSON files and to Elasticsearch.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import uuid
@@ -23,17 +22,18 @@ _NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
-_SECOND: list[Any] = [None, ""]  # the last second formatted, and its text
+_SECONDS: dict[int, str] = {}  # whole seconds already formatted (packet time and wall time)
 
 
 def iso_time(ts_ns: int) -> str:
     """Nanoseconds since the epoch → ``2023-11-14T22:13:20.010123Z`` (microseconds, UTC)."""
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    cached = _SECOND
-    if cached[0] != secs:
-        cached[0] = secs
-        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{cached[1]}.{ns // 1000:06d}Z"
+    text = _SECONDS.get(secs)
+    if text is None:
+        if len(_SECONDS) >= 256:
+            _SECONDS.clear()
+        text = _SECONDS[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{text}.{ns // 1000:06d}Z"
 
 
 def observer_doc(
@@ -97,19 +97,23 @@ def _network(conn: Conn, protocol: str) -> dict[str, Any]:
     return doc
 
 
-_COMMON_CACHE: dict[tuple[Conn, str, int], dict[str, Any]] = {}
+#: id(conn) → (conn, protocol, observer, its ``_common``); holding conn and observer keeps their
+#: ids from being reused while cached
+_COMMON_CACHE: dict[int, tuple[Conn, str, Mapping[str, Any], dict[str, Any]]] = {}
 _COMMON_CACHE_MAX = 4096
 
 
 def _common_cached(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> dict[str, Any]:
     """``_common`` for a flow's events, built once per flow (the nested values are shared: the
-    documents are read-only once built)."""
-    key = (conn, protocol, id(observer))
-    common = _COMMON_CACHE.get(key)
-    if common is None:
-        if len(_COMMON_CACHE) >= _COMMON_CACHE_MAX:
-            _COMMON_CACHE.clear()
-        common = _COMMON_CACHE[key] = _common(conn, protocol, observer)
+    documents are read-only once built). Keyed by identity: hashing a Conn costs more than
+    building a document."""
+    hit = _COMMON_CACHE.get(id(conn))
+    if hit is not None and hit[0] is conn and hit[1] == protocol and hit[2] is observer:
+        return hit[3]
+    if len(_COMMON_CACHE) >= _COMMON_CACHE_MAX:
+        _COMMON_CACHE.clear()
+    common = _common(conn, protocol, observer)
+    _COMMON_CACHE[id(conn)] = (conn, protocol, observer, common)
     return common
 
 
@@ -161,53 +165,6 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
     doc.update(_common_cached(env.conn, env.protocol, observer))
     doc["otsentry"] = {env.protocol: record}
     return doc
-
-
-_ECS = {"version": ECS_VERSION}
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-
-
-class EventJson:
-    """Events straight to NDJSON text: the very document ``event_doc`` builds, faster.
-
-    Most of an event document is its flow's identity (source, destination, network, observer…);
-    that part is serialised once per flow and reused, so a line costs two small ``json`` calls.
-    """
-
-    def __init__(self, observer: Mapping[str, Any], ids: DocumentIds, max_flows: int = 4096):
-        self.observer = observer
-        self.ids = ids
-        self.max_flows = max_flows
-        # id(conn) → (conn, protocol, fragment); holding conn keeps its id from being reused
-        self._fragments: dict[int, tuple[Conn, str, str]] = {}
-
-    def _fragment(self, conn: Conn, protocol: str) -> str:
-        cached = self._fragments.get(id(conn))
-        if cached is not None and cached[0] is conn and cached[1] == protocol:
-            return cached[2]
-        if len(self._fragments) >= self.max_flows:
-            self._fragments.clear()
-        text = _JSON(_common(conn, protocol, self.observer))[1:-1]
-        self._fragments[id(conn)] = (conn, protocol, text)
-        return text
-
-    def line(self, ev: Event) -> str:
-        """One event as a JSON document (no newline)."""
-        env = ev.envelope
-        protocol = env.protocol
-        event, record = _event_parts(ev, self.ids)
-        # one encoder call, then the flow's fragment spliced in before "otsentry" (the first
-        # occurrence: everything before it is ours, never text from the wire)
-        text = _JSON(
-            {
-                "@timestamp": iso_time(env.ts),
-                "ecs": _ECS,
-                "event": event,
-                "otsentry": {protocol: record},
-            }
-        )
-        cut = text.index(',"otsentry":')
-        return f"{text[:cut]},{self._fragment(env.conn, protocol)}{text[cut:]}"
 
 
 def alert_doc(alert: Alert, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from otsentry.dissect.base import Tracer
 from otsentry.dissect.registry import DissectorRegistry
 from otsentry.ecs import (
     DocumentIds,
-    EventJson,
     alert_doc,
     asset_doc,
     event_doc,
@@ -85,9 +84,6 @@ class Pipeline:
         )
         self.observer = observer_doc(config.sensor.name, interface)
         self.ids = DocumentIds(config.sensor.name)
-        #: events go to the NDJSON file only: serialise them straight to text
-        self.events_as_text = self.event_sinks == [self.ndjson]
-        self.event_json = EventJson(self.observer, self.ids)
         self.counters = RunCounters()
         self.event_hooks: list[Callable[[Event], Iterable[Alert]]] = []
         self._started = time.perf_counter()
@@ -141,9 +137,7 @@ class Pipeline:
             self.inventory.identify(
                 conn.segment, conn.server_ip, event.envelope.protocol, event.identity
             )
-        if self.events_as_text:
-            self.ndjson.write_line(Stream.EVENTS, self.event_json.line(event))
-        elif self.event_sinks:
+        if self.event_sinks:
             doc = event_doc(event, self.observer, self.ids)
             for sink in self.event_sinks:
                 sink.write(Stream.EVENTS, doc)

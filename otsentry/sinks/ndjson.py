@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from otsentry.sinks.interface import Stream
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_LINE = orjson.OPT_APPEND_NEWLINE
+
+
+def ndjson_line(doc: Mapping[str, Any]) -> bytes:
+    """One document as compact UTF-8 JSON and a newline (anything JSON lacks becomes str)."""
+    return orjson.dumps(doc, default=str, option=_LINE)
 
 
 class NdjsonSink:
@@ -22,8 +28,8 @@ class NdjsonSink:
     def __init__(self, out_dir: Path, streams: Iterable[Stream] = tuple(Stream)) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
-        self._files: dict[Stream, IO[str]] = {
-            s: open(out_dir / f"{s.value}.ndjson", "w", encoding="utf-8")  # noqa: SIM115
+        self._files: dict[Stream, IO[bytes]] = {
+            s: open(out_dir / f"{s.value}.ndjson", "wb")  # noqa: SIM115
             for s in streams
         }
         self.counts: dict[Stream, int] = dict.fromkeys(self._files, 0)
@@ -41,17 +47,7 @@ class NdjsonSink:
         f = self._files.get(stream)
         if f is None:
             return
-        f.write(_DUMPS(doc))
-        f.write("\n")
-        self.counts[stream] += 1
-
-    def write_line(self, stream: Stream, line: str) -> None:
-        """Append one document already serialised as JSON (one line, no newline)."""
-        f = self._files.get(stream)
-        if f is None:
-            return
-        f.write(line)
-        f.write("\n")
+        f.write(orjson.dumps(doc, default=str, option=_LINE))
         self.counts[stream] += 1
 
     def flush(self) -> None:
