@@ -41,6 +41,7 @@ _ETH_IPV4 = Struct("!12xHBxHHHxB2x4s4s")  # ethertype + the IPv4 header fields w
 _IPV4 = Struct("!BxHHHxB2x4s4s")  # ver/ihl, total length, id, flags/frag offset, proto, src, dst
 _IPV6 = Struct("!4xHBx16s16s")  # payload length, next header, src, dst
 _TCP = Struct("!HHI4xBB")  # sport, dport, seq, data offset, flags
+_ETH_IPV4_TCP = Struct("!12xHBxHHHxB2x4s4sHHI4xBB")  # both of the above, back to back
 _UDP = Struct("!HHH")  # sport, dport, length
 _EXT = Struct("!BB")  # IPv6 extension: next header, length in 8-octet units (beyond the first 8)
 _FRAG6 = Struct("!BxHI")  # next header, offset/flags, identification
@@ -108,6 +109,29 @@ class Decoder:
         vlan = 0
         macoff = -1
         n = len(data)
+        if linktype == LINKTYPE_ETHERNET and n >= 54:
+            # the commonest frame: untagged Ethernet, IPv4 without options, TCP, in one unpack
+            (etype, vihl, total, _ident, frag, proto, src, dst, sport, dport, seq, doff, flags) = (
+                _ETH_IPV4_TCP.unpack_from(data)
+            )
+            if (
+                etype == ETH_IPV4
+                and vihl == 0x45
+                and proto == TCP
+                and not frag & 0x3FFF
+                and total >= 40
+                and doff >= 0x50
+            ):
+                end = 14 + total
+                if end > n:
+                    end = n
+                return (
+                    (src, sport, dst, dport, 0, TCP),
+                    flags,
+                    seq,
+                    data[34 + (doff >> 4) * 4 : end],
+                    0,
+                )
         if linktype == LINKTYPE_ETHERNET and n >= 34:
             etype, vihl, total, ident, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
             if etype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 20:
