@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.list:
         for s in SCENARIOS.values():
-            print(f"{s.name:16} {s.file:22} {s.duration:3.0f} s  {s.summary}")
+            print(f"{s.name:18} {s.file:24} {s.duration:3.0f} s  {s.summary}")
         return 0
     names = args.only or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]

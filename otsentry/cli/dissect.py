@@ -86,7 +86,7 @@ def dissect(
     """
     cfg, rules = settings(config, decode_as)
     try:
-        check_protocols(protocol or ())
+        check_protocols(protocol or (), dump=True)
     except UnknownProtocolError as exc:
         error(f"--protocol: {exc}")
         raise typer.Exit(2) from None

@@ -42,9 +42,11 @@ def settings(config: Path | None, decode_as: list[str] | None) -> tuple[Config, 
     return cfg, rules
 
 
-def check_protocols(names: Iterable[str]) -> None:
-    """Raise ``UnknownProtocolError`` for a name no dissector provides."""
-    known = default_registry().names
+def check_protocols(names: Iterable[str], dump: bool = False) -> None:
+    """Raise ``UnknownProtocolError`` for a name no dissector provides (with ``dump``: no
+    dissector's per-PDU records carry, e.g. ``s7comm-plus``)."""
+    registry = default_registry()
+    known = registry.dump_protocols if dump else registry.names
     for name in names:
         if name not in known:
             raise UnknownProtocolError(

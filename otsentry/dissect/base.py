@@ -103,3 +103,5 @@ class DissectorSpec:
     probe: Callable[[bytes, bool], bool] | None = None
     transport: str = "tcp"
     description: str = ""
+    #: the ``protocol`` names its PDU records carry in ``otsentry dissect`` (default: ``name``)
+    dump_protocols: tuple[str, ...] = ()

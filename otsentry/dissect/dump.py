@@ -31,6 +31,19 @@ BASE_FIELDS: dict[str, tuple[str, ...]] = {
         "sub_function",
         "mei_type",
     ),
+    "s7comm": (
+        "rosctr",
+        "pdu_reference",
+        "function",
+        "item_count",
+        "error_class",
+        "error_code",
+        "userdata_group",
+        "userdata_subfunction",
+        "szl_id",
+    ),
+    "s7comm-plus": ("version", "opcode", "function", "sequence"),
+    "cotp": ("cotp_type", "cotp_type_name", "src_tsap", "dst_tsap", "connection_type"),
 }
 
 

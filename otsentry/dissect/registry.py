@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from otsentry.dissect.base import DissectorSpec
 
 #: Built-in dissector packages; each exposes ``SPEC: DissectorSpec``.
-BUILTIN: tuple[str, ...] = ("otsentry.dissectors.modbus",)
+BUILTIN: tuple[str, ...] = ("otsentry.dissectors.modbus", "otsentry.dissectors.s7comm")
 
 
 class UnknownProtocolError(ValueError):
@@ -45,6 +45,14 @@ class DissectorRegistry:
     def names(self) -> tuple[str, ...]:
         """Registered protocol names."""
         return tuple(self._specs)
+
+    @property
+    def dump_protocols(self) -> tuple[str, ...]:
+        """The protocol names ``otsentry dissect`` records can carry."""
+        out: list[str] = []
+        for spec in self._specs.values():
+            out.extend(spec.dump_protocols or (spec.name,))
+        return tuple(out)
 
     def set_ports(self, name: str, ports: Iterable[int], enabled: bool = True) -> None:
         """Replace a protocol's ports (from the config); disabled protocols get none."""

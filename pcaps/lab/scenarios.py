@@ -153,6 +153,90 @@ MODBUS_ATTACKS = {
 }
 
 
+_ENG, _PLC2 = _ip("eng"), _ip("plc2")
+_ENG_JOB = f"ip.src == {_ENG} && s7comm.header.rosctr == 1"
+_ENG_UD = f"ip.src == {_ENG} && s7comm.header.rosctr == 7"
+_TO_ENG = f"ip.src == {_PLC2} && ip.dst == {_ENG}"
+
+#: what the engineering capture must show, step by step (see pcaps/README.md)
+S7_ENGINEERING = {
+    "PG connect: COTP CR to TSAP 0x0102": f"cotp.type == 0x0e && ip.src == {_ENG}"
+    " && cotp.dst-tsap-bytes == 01:02",
+    "PG connect: COTP CC": f"cotp.type == 0x0d && {_TO_ENG}",
+    "PG connect: setup communication": f"s7comm.param.func == 0xf0 && ip.src == {_ENG}",
+    **{
+        f"read SZL {szl:#06x}": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 4"
+        f" && s7comm.param.userdata.subfunc == 1 && s7comm.data.userdata.szl_id == {szl:#06x}"
+        for szl in (0x0000, 0x0011, 0x001C, 0x0131, 0x0132, 0x0232, 0x0424)
+    },
+    "SZL 0x001C answered": f"{_TO_ENG} && s7comm.data.userdata.szl_id == 0x001c",
+    "list blocks": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 3"
+    " && s7comm.param.userdata.subfunc == 1",
+    "list blocks of type": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 3"
+    " && s7comm.param.userdata.subfunc == 2",
+    "get block info": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 3"
+    " && s7comm.param.userdata.subfunc == 3",
+    "start upload DB1": f"{_ENG_JOB} && s7comm.param.func == 0x1d"
+    ' && s7comm.param.blockcontrol.filename == "_0A00001A"',
+    "start upload OB1": f"{_ENG_JOB} && s7comm.param.func == 0x1d"
+    ' && s7comm.param.blockcontrol.filename == "_0800001A"',
+    "start upload OB1 refused": f"{_TO_ENG} && s7comm.header.rosctr == 2"
+    " && s7comm.header.errcls == 0xd2",
+    "start upload DB3 (compare after download)": f"{_ENG_JOB} && s7comm.param.func == 0x1d"
+    ' && s7comm.param.blockcontrol.filename == "_0A00003A"',
+    "upload": f"{_ENG_JOB} && s7comm.param.func == 0x1e",
+    "upload: more data following": f"{_TO_ENG} && s7comm.param.func == 0x1e"
+    " && s7comm.param.blockcontrol.functionstatus.more == 1",
+    "upload data": f"{_TO_ENG} && s7comm.param.func == 0x1e && s7comm.header.rosctr == 3",
+    "end upload": f"{_ENG_JOB} && s7comm.param.func == 0x1f",
+    "request download DB3": f"{_ENG_JOB} && s7comm.param.func == 0x1a"
+    ' && s7comm.param.blockcontrol.filename == "_0A00003P"',
+    "download block (PLC asks)": f"ip.src == {_PLC2} && s7comm.header.rosctr == 1"
+    " && s7comm.param.func == 0x1b",
+    "download block (data)": f"ip.src == {_ENG} && s7comm.header.rosctr == 3"
+    " && s7comm.param.func == 0x1b",
+    "download block: more data following": f"ip.src == {_ENG} && s7comm.param.func == 0x1b"
+    " && s7comm.param.blockcontrol.functionstatus.more == 1",
+    "download ended": f"ip.src == {_PLC2} && s7comm.header.rosctr == 1"
+    " && s7comm.param.func == 0x1c",
+    "write var DB10": f"{_ENG_JOB} && s7comm.param.func == 0x05 && s7comm.param.item.db == 10",
+    "read clock": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 7"
+    " && s7comm.param.userdata.subfunc == 1",
+    "set clock": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 7"
+    " && s7comm.param.userdata.subfunc == 2",
+    "PLC stop": f"{_ENG_JOB} && s7comm.param.func == 0x29"
+    ' && s7comm.param.pistart.servicename == "P_PROGRAM"',
+    "PI start P_PROGRAM (hot/cold start)": f"{_ENG_JOB} && s7comm.param.func == 0x28"
+    ' && s7comm.param.pistart.servicename == "P_PROGRAM"',
+    "PI _GARB (compress)": f'{_ENG_JOB} && s7comm.param.pistart.servicename == "_GARB"',
+    "PI _MODU (copy RAM to ROM)": f'{_ENG_JOB} && s7comm.param.pistart.servicename == "_MODU"',
+    "PI _DELE (block delete)": f'{_ENG_JOB} && s7comm.param.func == 0x28 && tcp.payload contains "_DELE"',
+    "set session password": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 5"
+    " && s7comm.param.userdata.subfunc == 1",
+    "clear session password": f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 5"
+    " && s7comm.param.userdata.subfunc == 2",
+    "read var M": f"{_ENG_JOB} && s7comm.param.func == 0x04 && s7comm.param.item.area == 0x83",
+    "read var I": f"{_ENG_JOB} && s7comm.param.func == 0x04 && s7comm.param.item.area == 0x81",
+    "read var Q": f"{_ENG_JOB} && s7comm.param.func == 0x04 && s7comm.param.item.area == 0x82",
+    "write var M": f"{_ENG_JOB} && s7comm.param.func == 0x05 && s7comm.param.item.area == 0x83",
+    "write var I": f"{_ENG_JOB} && s7comm.param.func == 0x05 && s7comm.param.item.area == 0x81",
+    "write var Q": f"{_ENG_JOB} && s7comm.param.func == 0x05 && s7comm.param.item.area == 0x82",
+    "get_cpu_state: read var without items": f"{_ENG_JOB} && s7comm.param.func == 0x04"
+    " && s7comm.header.parlg == 1",
+    "HMI connect: COTP CR to TSAP 0x0202 (OP)": f"cotp.type == 0x0e && ip.src == {_ip('hmi')}"
+    " && cotp.dst-tsap-bytes == 02:02",
+    "HMI read var DB1": f"ip.src == {_ip('hmi')} && s7comm.param.func == 0x04"
+    " && s7comm.param.item.db == 1",
+}
+
+#: python-snap7's frames tshark 4.0 calls malformed: the server's SZL 0x0011 answer (26-byte
+#: records), get_cpu_state's Read Var without items, the client's non-standard _DELE PI job
+S7_ENGINEERING_MALFORMED = (
+    f"({_TO_ENG} && s7comm.data.userdata.szl_id == 0x0011)"
+    f" || ({_ENG_JOB} && s7comm.param.func == 0x04 && s7comm.header.parlg == 1)"
+    f' || ({_ENG_JOB} && s7comm.param.func == 0x28 && tcp.payload contains "_DELE")'
+)
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -237,6 +321,27 @@ SCENARIOS: dict[str, Scenario] = {
                 "read SZL": "s7comm.param.userdata.funcgroup == 4 && s7comm.param.userdata.subfunc == 1",
                 "read clock": "s7comm.param.userdata.funcgroup == 7",
             },
+        ),
+        Scenario(
+            name="s7comm_engineering",
+            summary="engineering station identifies, uploads, downloads, stops and starts plc2",
+            protocol="s7comm",
+            pdu_field="s7comm.header.rosctr",
+            servers=(
+                Proc(
+                    "plc2",
+                    "s7-server",
+                    {"ip": _PLC2, "seed": 1006, "extra_dbs": {"3": 704, "10": 16}},
+                ),
+            ),
+            clients=(
+                Proc("hmi", "s7-hmi", {"plc": _PLC2, "period": 0.2}, peers=("plc2",)),
+                Proc("eng", "s7-engineering", {"plc": _PLC2, "seed": 1020}, peers=("plc2",)),
+            ),
+            duration=20.0,
+            quick_duration=6.0,
+            require=S7_ENGINEERING,
+            malformed_ok=S7_ENGINEERING_MALFORMED,
         ),
         Scenario(
             name="opcua_normal",

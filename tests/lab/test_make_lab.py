@@ -40,6 +40,7 @@ COMMITTED: dict[str, tuple[str, str, list[tuple[tuple[str, str], ...]], tuple[st
     ),
     "modbus_port5020.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, PLC1), (HMI, RTU1)], PORT5020),
     "s7comm_normal.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2)], ()),
+    "s7comm_engineering.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2), (ENG, PLC2)], ()),
     "opcua_normal.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV)], ()),
 }
 #: function codes pymodbus 3.16 implements; its lab servers answer every other one with 01
@@ -133,6 +134,69 @@ def test_attack_capture_runs_inside_normal_polling() -> None:
     malformed = fields(pcap, "_ws.malformed", "ip.src", "tcp.dstport")
     assert malformed
     assert {(r[0], r[1]) for r in malformed} == {(ATTACKER[0], "502")}
+
+
+@needs_tshark
+def test_engineering_capture_holds_every_step() -> None:
+    pcap = PCAPS / "s7comm_engineering.pcap"
+    eng, plc = ENG[0], PLC2[0]
+    # PG connection (TSAP 0x0102) from the engineering station, OP (0x0202) from the HMI
+    called = fields(pcap, "cotp.type == 0x0e", "ip.src", "cotp.dst-tsap-bytes")
+    assert sorted((r[0], r[1]) for r in called) == [(HMI[0], "0202"), (eng, "0102")]
+    jobs = fields(pcap, f"s7comm.header.rosctr == 1 && ip.src == {eng}", "s7comm.param.func")
+    assert {int(r[0], 16) for r in jobs} >= {0xF0, 0x04, 0x05, 0x1A, 0x1D, 0x1E, 0x1F, 0x28, 0x29}
+    # python-snap7's server drives the download: it asks for the block and ends the download
+    plc_jobs = fields(pcap, f"s7comm.header.rosctr == 1 && ip.src == {plc}", "s7comm.param.func")
+    assert sorted(int(r[0], 16) for r in plc_jobs) == [0x1B, 0x1B, 0x1C]  # DB3 in two fragments
+    names = ("s7comm.param.userdata.funcgroup", "s7comm.param.userdata.subfunc")
+    userdata = fields(pcap, f"s7comm.header.rosctr == 7 && ip.src == {eng}", *names)
+    pairs = {(int(r[0]), int(r[1])) for r in userdata}
+    assert pairs == {(4, 1), (3, 1), (3, 2), (3, 3), (7, 1), (7, 2), (5, 1), (5, 2)}
+    szl = fields(
+        pcap, f"s7comm.data.userdata.szl_id && ip.src == {eng}", "s7comm.data.userdata.szl_id"
+    )
+    assert {int(r[0], 16) for r in szl} == {0x0000, 0x0011, 0x001C, 0x0131, 0x0132, 0x0232, 0x0424}
+    pi = fields(
+        pcap,
+        f"s7comm.param.pistart.servicename && ip.src == {eng}",
+        "s7comm.param.pistart.servicename",
+    )
+    assert {r[0] for r in pi} == {"P_PROGRAM", "_GARB", "_MODU"}
+    assert fields(pcap, f'ip.src == {eng} && tcp.payload contains "_DELE"', "frame.number")
+    # upload of OB1 is refused: python-snap7's server holds DBs only
+    refused = fields(pcap, f"s7comm.header.rosctr == 2 && ip.dst == {eng}", "s7comm.header.errcls")
+    assert [r[0] for r in refused] == ["0xd2"]
+
+
+def _db_numbers(items: list[list[str]]) -> set[int]:
+    """DB numbers of the items (area 0x84) in rows of s7comm.param.item.area, .db."""
+    return {
+        int(db)
+        for area, dbs in items
+        for a, db in zip(area.split(","), dbs.split(","), strict=True)
+        if int(a, 16) == 0x84
+    }
+
+
+@needs_tshark
+def test_engineering_capture_runs_inside_normal_polling() -> None:
+    pcap = PCAPS / "s7comm_engineering.pcap"
+    eng = fields(pcap, f"ip.src == {ENG[0]}", "frame.time_relative")
+    hmi = fields(pcap, f"s7comm && ip.src == {HMI[0]}", "frame.time_relative")
+    eng_times, hmi_times = [float(r[0]) for r in eng], [float(r[0]) for r in hmi]
+    assert min(hmi_times) < min(eng_times) and max(eng_times) < max(hmi_times)
+    # the HMI reads and writes DB1 and DB2 only; the engineer writes DB10
+    names = ("s7comm.param.item.area", "s7comm.param.item.db")
+    hmi_items = fields(pcap, f"s7comm.param.item.db && ip.src == {HMI[0]}", *names)
+    eng_items = fields(pcap, f"s7comm.param.item.db && ip.src == {ENG[0]}", *names)
+    assert _db_numbers(hmi_items) == {1, 2}
+    assert _db_numbers(eng_items) == {10}
+    # malformed to tshark: the server's SZL 0x0011 answer, the client's get_cpu_state job
+    # (Read Var without items) twice, its non-standard _DELE job; nothing of the HMI's
+    malformed = fields(pcap, "_ws.malformed", "ip.src", "s7comm.param.func", "s7comm.header.rosctr")
+    assert sorted((r[0], r[1], r[2]) for r in malformed) == sorted(
+        [(PLC2[0], "", "7"), (ENG[0], "0x04", "1"), (ENG[0], "0x04", "1"), (ENG[0], "0x28", "1")]
+    )
 
 
 @needs_tshark

@@ -3,8 +3,8 @@ real TCP reassembler into our dissector."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.framer import FramerSocket
@@ -17,11 +17,11 @@ from pymodbus.pdu import other_message as other
 from pymodbus.pdu import register_message as regs
 
 from otsentry.dissectors.modbus import ModbusSession
-from otsentry.flow.reassembly import ReassemblyStats, TcpStream
-from otsentry.model import Conn, Event
+from otsentry.model import Conn
+from tests.dissectors.harness import FlowHarness
 
 _FRAMER = FramerSocket(DecodePDU(False))
-CONN = Conn("1:test", "tcp", "10.0.0.5", 50212, "10.0.0.9", 502, segment="lab")
+CONN = Conn("1:test", "tcp", "10.0.0.5", 50212, "10.0.0.9", 502, segment="lab")  # as the harness's
 
 
 def adu(pdu: ModbusPDU, tid: int, unit: int = 1) -> bytes:
@@ -127,70 +127,10 @@ def streams(unit: int = 1, first_tid: int = 1) -> tuple[list[bytes], list[bytes]
 
 
 @dataclass
-class Harness:
-    """A FlowContext for one flow: collects events and traced PDUs; the reassembler is real."""
+class Harness(FlowHarness):
+    """The flow harness with a Modbus session."""
 
-    conn: Conn = CONN
-    frame: int = 0
-    max_open_transactions: int = 500
-    transaction_timeout_ns: int = 30_000_000_000
-    events: list[Event] = field(default_factory=list)
-    pdus: list[dict[str, Any]] = field(default_factory=list)
-    pdu_count: int = 0
-    session: ModbusSession = field(init=False)
-    streams: dict[bool, TcpStream] = field(init=False)
-    seq: dict[bool, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.session = ModbusSession(self)
-        stats = ReassemblyStats()
-        self.streams = {}
-        for fc in (True, False):
-            stream = TcpStream(fc, stats, 262_144, 64, 1 << 27)
-            stream.dissector = self.session
-            stream.syn(999)
-            self.streams[fc] = stream
-        self.seq = {True: 1000, False: 1000}
-
-    @property
-    def tracer(self) -> Any:
-        return self._trace
-
-    def _trace(
-        self,
-        ctx: Any,
-        protocol: str,
-        direction: str,
-        rec: Mapping[str, Any],
-        anomalies: tuple[str, ...],
-    ) -> None:
-        self.pdus.append(
-            {"frame": self.frame, "direction": direction, **rec, "anomalies": anomalies}
-        )
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def count_pdus(self, n: int = 1) -> None:
-        self.pdu_count += n
-
-    def send(self, from_client: bool, payload: bytes, ts: int = 0) -> None:
-        """One TCP segment, in order."""
-        self.frame += 1
-        self.streams[from_client].segment(self.seq[from_client], payload, ts)
-        self.seq[from_client] += len(payload)
-
-    def skip(self, from_client: bool, n: int, ts: int = 0) -> None:
-        """Lose ``n`` bytes of a direction (a capture drop): the next segment leaves a hole."""
-        self.seq[from_client] += n
-
-    def close(self, ts: int = 0) -> None:
-        for stream in self.streams.values():
-            stream.finish(ts)
-        self.session.close(ts)
-
-    def by_direction(self, direction: str) -> list[dict[str, Any]]:
-        return [p for p in self.pdus if p["direction"] == direction]
+    factory: Callable[[Any], Any] = ModbusSession
 
 
 def feed(pairs: Iterable[tuple[bytes, bytes]], harness: Harness | None = None) -> Harness:
