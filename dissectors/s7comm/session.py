@@ -23,7 +23,7 @@ from .constants import (
 )
 from .grammar import TPKT, Buffer, decode_cotp_connect, decode_header, decode_job
 from .plus import decode_plus, decode_plus_fragments
-from .userdata import decode_userdata
+from .userdata import UserdataReassembly, decode_userdata
 
 if TYPE_CHECKING:
     from otsentry.dissect.base import FlowContext
@@ -81,6 +81,7 @@ class S7Session:
         "trace",
         "tsdu_c",
         "tsdu_s",
+        "userdata_parts",
     )
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -95,6 +96,8 @@ class S7Session:
         #: TSDUs of an S7comm-plus PDU whose last part (with the trailer) has not come yet
         self.plus_c: list[bytes] = []
         self.plus_s: list[bytes] = []
+        #: userdata answers split over several PDUs (SZL lists, block lists), until the last
+        self.userdata_parts = UserdataReassembly()
         self.junk: dict[bool, list[Any]] = {}
         #: what COTP connection setup said: TSAPs, connection type (pg / op), rack, slot
         self.connection: Record = {}
@@ -240,7 +243,9 @@ class S7Session:
         poff, doff, anomalies = decode_header(rec, data, off, end)
         rosctr = rec["rosctr"]
         if rosctr == 7:
-            found = decode_userdata(rec, data, poff, doff - poff, doff, end - doff)
+            found = decode_userdata(
+                rec, data, poff, doff - poff, doff, end - doff, self.userdata_parts
+            )
         elif rosctr in (1, 3):
             found = decode_job(rec, data, poff, doff, end)
         else:
