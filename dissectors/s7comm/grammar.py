@@ -37,6 +37,8 @@ U16X2 = Struct(">HH")
 U32 = Struct(">I")
 HEADER = Struct(">BBHHHH")  # protocol id, rosctr, redundancy id, pdu reference, param, data
 DATA_ITEM = Struct(">BBH")  # return code, transport size, length
+_DATA_ITEM = DATA_ITEM.unpack_from
+_RC_NAMES = [RETURN_CODES.get(code, "unknown") for code in range(256)]
 
 NONE: Anomalies = ()
 INVALID_LENGTH: Anomalies = ("s7comm.invalid_length",)
@@ -179,6 +181,19 @@ def _cached_var_items(rec: Record, data: Buffer, off: int, end: int) -> Anomalie
     return anomalies
 
 
+def var_items_seen(data: Buffer, off: int, end: int) -> tuple[int, list[Record]] | None:
+    """The item count and items of a read/write var parameter decoded before without anomaly."""
+    hit = _ITEMS_CACHE.get(bytes(data[off:end]))
+    if hit is None or hit[2]:
+        return None
+    return hit[0], hit[1]
+
+
+def read_values(rec: Record, data: Buffer, off: int, end: int) -> Anomalies:
+    """A read var ack_data's data items into ``rec['values']``."""
+    return _data_items(rec, data, off, end, rec["item_count"], "values")
+
+
 def _data_items(
     rec: Record, data: Buffer, off: int, end: int, count: int | None, key: str
 ) -> Anomalies:
@@ -186,21 +201,23 @@ def _data_items(
     items: list[Record] = []
     pos = off
     anomalies = NONE
+    unpack = _DATA_ITEM
     while pos + 4 <= end and len(items) < MAX_ITEMS:
-        code, size, length = DATA_ITEM.unpack_from(data, pos)
+        code, size, length = unpack(data, pos)
         nbytes = (length + 7) >> 3 if size in DATA_SIZES_IN_BITS else length
-        item: Record = {"return_code": code, "return_code_name": RETURN_CODES.get(code, "unknown")}
-        if code == 0xFF or key == "values":
-            item["transport_size"] = size
-            item["length"] = length
-            value = data[pos + 4 : min(pos + 4 + nbytes, end)]
-            item["value"] = bytes(value[:MAX_VALUE_BYTES]).hex()
-            pos += 4 + nbytes
-            if nbytes & 1 and pos < end:
-                pos += 1  # fill byte after an odd-length item that is not the last
-        else:
-            pos += 4
-        items.append(item)
+        start = pos + 4
+        items.append(
+            {
+                "return_code": code,
+                "return_code_name": _RC_NAMES[code],
+                "transport_size": size,
+                "length": length,
+                "value": data[start : min(start + nbytes, start + MAX_VALUE_BYTES, end)].hex(),
+            }
+        )
+        pos = start + nbytes
+        if nbytes & 1 and pos < end:
+            pos += 1  # fill byte after an odd-length item that is not the last
     if pos not in (end, end + 1) and not anomalies:
         anomalies = INVALID_LENGTH
     rec[key] = items

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from otsentry.model import Direction
+from otsentry.model import Direction, Envelope, Event
 
 from . import events
 from .constants import (
@@ -21,7 +21,16 @@ from .constants import (
     TPKT_LEN,
     TPKT_VERSION,
 )
-from .grammar import TPKT, Buffer, decode_cotp_connect, decode_header, decode_job
+from .grammar import (
+    HEADER,
+    TPKT,
+    Buffer,
+    decode_cotp_connect,
+    decode_header,
+    decode_job,
+    read_values,
+    var_items_seen,
+)
 from .plus import decode_plus, decode_plus_fragments
 from .userdata import UserdataReassembly, decode_userdata
 
@@ -42,6 +51,9 @@ _FLOODED = ("s7comm.flooded",)
 _NON_S7 = ("s7comm.non_s7_payload",)
 _UNKNOWN_PROTOCOL = ("s7comm.unknown_protocol",)
 _TSDU_OVERFLOW = ("s7comm.tsdu_too_long",)
+_HEADER = HEADER.unpack_from
+_TRANSACTION = Direction.TRANSACTION
+_READ_VAR = events.FUNCTION_ACTIONS[0x04]
 _PDU_BATCH = 256
 _MAX_PLUS_PARTS = 64  # TSDUs of one fragmented S7comm-plus PDU kept before it is cut short
 _SAMPLE = 32
@@ -130,6 +142,13 @@ class S7Session:
             payload = start + 7
             if data[start + 6] & 0x80:  # EOT: the last (often only) TPDU of an S7 PDU
                 tsdu = self.tsdu_c if from_client else self.tsdu_s
+                if (
+                    not tsdu
+                    and data[payload] == S7COMM_ID
+                    and self.trace is None
+                    and self._read_var(data, payload, end, ts)
+                ):
+                    return length
                 if tsdu:
                     tsdu += data[payload:end]
                     whole = bytes(tsdu)
@@ -272,6 +291,74 @@ class S7Session:
             direction = Direction.REQUEST if from_client else Direction.RESPONSE
             ctx.emit(events.half(self._conn(), rec, anomalies, ts, frame, direction))
 
+    def _read_var(self, data: Buffer, off: int, end: int, ts: int) -> bool:
+        """A short path for what polling HMIs send most: a read var job whose items were seen
+        before, and its ack_data. Records exactly what ``_s7comm`` records; False to fall back."""
+        if end - off < 14:
+            return False
+        _pid, rosctr, _red, ref, plen, dlen = _HEADER(data, off)
+        if rosctr == 1:
+            if dlen or off + 10 + plen != end or data[off + 10] != 0x04:
+                return False
+            hit = var_items_seen(data, off + 10, end)
+            if hit is None:
+                return False
+            rec: Record = {
+                "rosctr": 1,
+                "rosctr_name": "job",
+                "pdu_reference": ref,
+                "function": 0x04,
+                "function_name": "read_var",
+                "item_count": hit[0],
+                "items": hit[1],
+            }
+            if self.connection:
+                rec["connection"] = self.connection
+            self.pdus += 1
+            self._request((False, ref), rec, (), ts, self.ctx.frame)
+            return True
+        if rosctr != 3 or plen != 2 or off + 12 + plen + dlen != end or data[off + 12] != 0x04:
+            return False
+        entry = self.pending.get((False, ref))
+        if entry is None or entry[0].get("function") != 0x04:
+            return False
+        rec = {
+            "rosctr": 3,
+            "rosctr_name": "ack_data",
+            "pdu_reference": ref,
+            "error_class": data[off + 10],
+            "error_code": data[off + 11],
+            "function": 0x04,
+            "function_name": "read_var",
+            "item_count": data[off + 13],
+        }
+        if rec["error_class"]:
+            return False
+        if read_values(rec, data, off + 14, end):
+            return False  # an anomaly: the general path records it
+        if self.connection:
+            rec["connection"] = self.connection
+        self.pdus += 1
+        del self.pending[(False, ref)]
+        req, req_anomalies, req_ts, req_frame = entry
+        fields = req | rec
+        fields["rosctr"] = 1
+        fields["rosctr_name"] = "job"
+        fields["response_rosctr"] = 3
+        fields["request_frame"] = req_frame
+        fields["response_frame"] = self.ctx.frame
+        self.ctx.emit(
+            Event(
+                Envelope(req_ts, self._conn(), events.PROTOCOL, _TRANSACTION),
+                _READ_VAR,
+                fields,
+                req_anomalies,
+                "success",
+                ts - req_ts,
+            )
+        )
+        return True
+
     def _plus(self, data: Buffer, off: int, end: int, from_client: bool, ts: int) -> None:
         """One S7comm-plus TSDU: traced on its own; a PDU sent as several TSDUs (only the last
         has the trailer) becomes one event when its last part arrives."""
@@ -297,6 +384,9 @@ class S7Session:
     def _request(
         self, key: tuple[int, int], rec: Record, anomalies: tuple[str, ...], ts: int, frame: int
     ) -> None:
+        if self.pdus >= _PDU_BATCH:
+            self.ctx.count_pdus(self.pdus)
+            self.pdus = 0
         pending = self.pending
         ctx = self.ctx
         old = pending.pop(key, None)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import struct
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from otsentry.capture import open_capture
+from otsentry.config import Config
+from otsentry.dissect.base import Tracer
 from otsentry.dissectors.s7comm import SPEC, S7Session, probe
-from otsentry.model import Direction
+from otsentry.model import Alert, Direction, Event
+from otsentry.pipeline import Pipeline
+from tests.conftest import LAB_PCAPS
 from tests.dissectors.harness import FlowHarness
 from tests.dissectors.s7comm.lab_streams import S7_NORMAL, Segments, flows_to_port
 
@@ -219,3 +225,36 @@ def test_probe() -> None:
     assert not probe(b"GET / HTTP/1.1\r\n\r\n", True)
     assert not probe(bytes.fromhex("000100000006010300000001"), True)  # a Modbus ADU
     assert SPEC.ports == (102,)
+
+
+@pytest.mark.parametrize("name", ["s7comm_normal.pcap", "s7comm_engineering.pcap"])
+def test_short_read_var_path_records_what_the_general_path_records(
+    name: str, tmp_path: Path
+) -> None:
+    """Read var jobs and acks take a short path unless PDUs are traced: same events either way."""
+    path = LAB_PCAPS / name
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+
+    def events(tracer: Tracer | None, out: Path) -> list[tuple[Any, ...]]:
+        seen: list[tuple[Any, ...]] = []
+
+        def hook(event: Event) -> list[Alert]:
+            env = event.envelope
+            seen.append(
+                (env.ts, env.direction, event.action, event.fields, event.anomalies)
+                + (event.outcome, event.duration_ns, event.identity)
+            )
+            return []
+
+        pipeline = Pipeline(Config(), out, tracer=tracer)
+        pipeline.event_hooks.append(hook)
+        with open_capture(path) as reader:
+            pipeline.run(reader)
+        pipeline.finish()
+        return seen
+
+    short = events(None, tmp_path / "a")
+    general = events(lambda *args: None, tmp_path / "b")
+    assert len(short) > 150
+    assert short == general
