@@ -238,6 +238,7 @@ def _file_name(rec: Record, data: Buffer, pos: int, end: int) -> int:
         rec["block_type"] = BLOCK_TYPES.get(name[1:3], name[1:3])
         if name[3:8].isdigit():
             rec["block_number"] = int(name[3:8])
+            rec["block"] = f"{rec['block_type']}{rec['block_number']}"
         rec["filesystem"] = FILESYSTEMS.get(name[8], name[8])
     return pos + 1 + length
 
@@ -299,10 +300,13 @@ def _pi_service(rec: Record, data: Buffer, off: int, end: int, job: bool) -> Ano
             entry: Record = {"block_type": BLOCK_TYPES.get(name[:2], name[:2])}
             if name[2:7].isdigit():
                 entry["block_number"] = int(name[2:7])
+                entry["block"] = f"{entry['block_type']}{entry['block_number']}"
             if len(name) >= 8:
                 entry["filesystem"] = FILESYSTEMS.get(name[7], name[7])
             blocks.append(entry)
         rec["blocks"] = blocks
+        if blocks and "block" in blocks[0]:
+            rec["block"] = blocks[0]["block"]
     elif block:
         rec["pi_arguments"] = block.decode("latin-1")
         if service == "P_PROGRAM":
