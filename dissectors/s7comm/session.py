@@ -3,6 +3,7 @@ S7comm-plus headers, connection setup (TSAPs), resynchronisation."""
 
 from __future__ import annotations
 
+from struct import Struct
 from typing import TYPE_CHECKING, Any
 
 from otsentry.model import Direction, Envelope, Event
@@ -22,7 +23,6 @@ from .constants import (
     TPKT_VERSION,
 )
 from .grammar import (
-    HEADER,
     TPKT,
     Buffer,
     decode_cotp_connect,
@@ -51,7 +51,8 @@ _FLOODED = ("s7comm.flooded",)
 _NON_S7 = ("s7comm.non_s7_payload",)
 _UNKNOWN_PROTOCOL = ("s7comm.unknown_protocol",)
 _TSDU_OVERFLOW = ("s7comm.tsdu_too_long",)
-_HEADER = HEADER.unpack_from
+#: TPKT, a COTP data unit with EOT, and the S7comm header's first ten bytes
+_TPKT_DT_S7 = Struct(">BBHBBBBBHHHH").unpack_from
 _TRANSACTION = Direction.TRANSACTION
 _READ_VAR = events.FUNCTION_ACTIONS[0x04]
 _PDU_BATCH = 256
@@ -124,11 +125,28 @@ class S7Session:
         if self.resync_c if from_client else self.resync_s:
             return self._resync(data, start, from_client, ts)
         avail = len(data) - start
-        if avail < TPKT_LEN:
-            return avail - TPKT_LEN
         version: int
         reserved: int
         length: int
+        if avail >= 24 and self.trace is None:
+            # the commonest TPKT: one whole S7comm PDU in one COTP data unit, in one unpack
+            version, reserved, length, li, kind, eot, pid, rosctr, _red, ref, plen, dlen = (
+                _TPKT_DT_S7(data, start)
+            )
+            if (
+                version == TPKT_VERSION
+                and li == 2
+                and kind == COTP_DT
+                and eot == 0x80
+                and pid == S7COMM_ID
+                and not reserved
+                and length <= avail
+                and not (self.tsdu_c if from_client else self.tsdu_s)
+                and self._read_var(data, start + 7, start + length, ts, rosctr, ref, plen, dlen)
+            ):
+                return length
+        if avail < TPKT_LEN:
+            return avail - TPKT_LEN
         version, reserved, length = TPKT.unpack_from(data, start)
         if version != TPKT_VERSION or reserved != 0 or length < _MIN_TPKT:
             return self._start_junk(data, start, from_client, ts)
@@ -142,13 +160,6 @@ class S7Session:
             payload = start + 7
             if data[start + 6] & 0x80:  # EOT: the last (often only) TPDU of an S7 PDU
                 tsdu = self.tsdu_c if from_client else self.tsdu_s
-                if (
-                    not tsdu
-                    and data[payload] == S7COMM_ID
-                    and self.trace is None
-                    and self._read_var(data, payload, end, ts)
-                ):
-                    return length
                 if tsdu:
                     tsdu += data[payload:end]
                     whole = bytes(tsdu)
@@ -291,12 +302,22 @@ class S7Session:
             direction = Direction.REQUEST if from_client else Direction.RESPONSE
             ctx.emit(events.half(self._conn(), rec, anomalies, ts, frame, direction))
 
-    def _read_var(self, data: Buffer, off: int, end: int, ts: int) -> bool:
+    def _read_var(
+        self,
+        data: Buffer,
+        off: int,
+        end: int,
+        ts: int,
+        rosctr: int,
+        ref: int,
+        plen: int,
+        dlen: int,
+    ) -> bool:
         """A short path for what polling HMIs send most: a read var job whose items were seen
-        before, and its ack_data. Records exactly what ``_s7comm`` records; False to fall back."""
+        before, and its ack_data (the S7 header at ``off`` already unpacked). Records exactly
+        what ``_s7comm`` records; False to fall back."""
         if end - off < 14:
             return False
-        _pid, rosctr, _red, ref, plen, dlen = _HEADER(data, off)
         if rosctr == 1:
             if dlen or off + 10 + plen != end or data[off + 10] != 0x04:
                 return False
@@ -319,31 +340,23 @@ class S7Session:
             return True
         if rosctr != 3 or plen != 2 or off + 12 + plen + dlen != end or data[off + 12] != 0x04:
             return False
-        entry = self.pending.get((False, ref))
-        if entry is None or entry[0].get("function") != 0x04:
+        key = (False, ref)
+        entry = self.pending.get(key)
+        if entry is None or data[off + 10]:  # no job waiting, or an error class
             return False
-        rec = {
-            "rosctr": 3,
-            "rosctr_name": "ack_data",
-            "pdu_reference": ref,
-            "error_class": data[off + 10],
-            "error_code": data[off + 11],
-            "function": 0x04,
-            "function_name": "read_var",
-            "item_count": data[off + 13],
-        }
-        if rec["error_class"]:
-            return False
-        if read_values(rec, data, off + 14, end):
-            return False  # an anomaly: the general path records it
-        if self.connection:
-            rec["connection"] = self.connection
-        self.pdus += 1
-        del self.pending[(False, ref)]
         req, req_anomalies, req_ts, req_frame = entry
-        fields = req | rec
-        fields["rosctr"] = 1
-        fields["rosctr_name"] = "job"
+        if req.get("function") != 0x04 or req.get("connection") is not (self.connection or None):
+            return False
+        # the event's fields are the job's with the ack's added: what ``events.transaction``
+        # makes of the two records, built without the ack's own record
+        fields = req.copy()
+        fields["error_class"] = 0
+        fields["error_code"] = data[off + 11]
+        fields["item_count"] = data[off + 13]
+        if read_values(fields, data, off + 14, end):
+            return False  # an anomaly: the general path records it
+        self.pdus += 1
+        del self.pending[key]
         fields["response_rosctr"] = 3
         fields["request_frame"] = req_frame
         fields["response_frame"] = self.ctx.frame
