@@ -181,12 +181,31 @@ def _cached_var_items(rec: Record, data: Buffer, off: int, end: int) -> Anomalie
     return anomalies
 
 
-def var_items_seen(data: Buffer, off: int, end: int) -> tuple[int, list[Record]] | None:
-    """The item count and items of a read/write var parameter decoded before without anomaly."""
-    hit = _ITEMS_CACHE.get(bytes(data[off:end]))
-    if hit is None or hit[2]:
-        return None
-    return hit[0], hit[1]
+#: read var parameters seen before without anomaly → the job record they make (but its reference)
+_READ_JOBS: dict[bytes, Record] = {}
+
+
+def read_job_seen(data: Buffer, off: int, end: int) -> Record | None:
+    """A copy of the record of a read var job whose parameter ``data[off:end]`` was decoded
+    before without anomaly; the caller adds the PDU reference. None if not seen."""
+    key = bytes(data[off:end])
+    template = _READ_JOBS.get(key)
+    if template is None:
+        hit = _ITEMS_CACHE.get(key)
+        if hit is None or hit[2]:
+            return None
+        if len(_READ_JOBS) >= _ITEMS_CACHE_MAX:
+            _READ_JOBS.clear()
+        template = _READ_JOBS[key] = {
+            "rosctr": 1,
+            "rosctr_name": "job",
+            "pdu_reference": 0,
+            "function": 0x04,
+            "function_name": "read_var",
+            "item_count": hit[0],
+            "items": hit[1],
+        }
+    return template.copy()
 
 
 def read_values(rec: Record, data: Buffer, off: int, end: int) -> Anomalies:

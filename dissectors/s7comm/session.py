@@ -28,8 +28,8 @@ from .grammar import (
     decode_cotp_connect,
     decode_header,
     decode_job,
+    read_job_seen,
     read_values,
-    var_items_seen,
 )
 from .plus import decode_plus, decode_plus_fragments
 from .userdata import UserdataReassembly, decode_userdata
@@ -321,18 +321,10 @@ class S7Session:
         if rosctr == 1:
             if dlen or off + 10 + plen != end or data[off + 10] != 0x04:
                 return False
-            hit = var_items_seen(data, off + 10, end)
-            if hit is None:
+            rec = read_job_seen(data, off + 10, end)
+            if rec is None:
                 return False
-            rec: Record = {
-                "rosctr": 1,
-                "rosctr_name": "job",
-                "pdu_reference": ref,
-                "function": 0x04,
-                "function_name": "read_var",
-                "item_count": hit[0],
-                "items": hit[1],
-            }
+            rec["pdu_reference"] = ref
             if self.connection:
                 rec["connection"] = self.connection
             self.pdus += 1
