@@ -44,6 +44,16 @@ BASE_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     "s7comm-plus": ("version", "opcode", "function", "sequence"),
     "cotp": ("cotp_type", "cotp_type_name", "src_tsap", "dst_tsap", "connection_type"),
+    "opcua": (
+        "message_type",
+        "secure_channel_id",
+        "security_policy_uri",
+        "request_id",
+        "service_id",
+        "service",
+        "request_handle",
+        "service_result",
+    ),
 }
 
 

@@ -8,7 +8,11 @@ from collections.abc import Iterable, Mapping
 from otsentry.dissect.base import DissectorSpec
 
 #: Built-in dissector packages; each exposes ``SPEC: DissectorSpec``.
-BUILTIN: tuple[str, ...] = ("otsentry.dissectors.modbus", "otsentry.dissectors.s7comm")
+BUILTIN: tuple[str, ...] = (
+    "otsentry.dissectors.modbus",
+    "otsentry.dissectors.s7comm",
+    "otsentry.dissectors.opcua",
+)
 
 
 class UnknownProtocolError(ValueError):

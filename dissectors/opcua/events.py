@@ -1,0 +1,121 @@
+"""OPC UA records → normalized events: one per service call (request + response, or an unmatched
+half), per handshake, per encrypted message."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from otsentry.model import Conn, Direction, Envelope, Event
+
+from .services import server_identity
+from .statuscodes import status_name
+
+__all__ = ["half", "malformed", "status_name", "transaction"]
+
+PROTOCOL = "opcua"
+
+_MESSAGE_ACTIONS = {
+    "HEL": "opcua-hello",
+    "ACK": "opcua-acknowledge",
+    "ERR": "opcua-error",
+    "RHE": "opcua-reverse-hello",
+    "OPN": "opcua-open-secure-channel",
+    "CLO": "opcua-close-secure-channel",
+    "MSG": "opcua-message",
+}
+
+
+@lru_cache(maxsize=512)
+def service_action(service: str) -> str:
+    """``ReadRequest`` → ``opcua-read``, ``ActivateSessionResponse`` → ``opcua-activate-session``."""
+    base = re.sub(r"(Request|Response)$", "", service)
+    return "opcua-" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", base).lower()
+
+
+def action_of(rec: dict[str, Any]) -> str:
+    """The event action of a message record."""
+    service = rec.get("service")
+    if service and service not in ("ServiceFault", "Unknown"):
+        return service_action(service)
+    mtype = rec.get("message_type", "")
+    if mtype == "MSG" and rec.get("encrypted"):
+        return "opcua-encrypted-message"
+    return _MESSAGE_ACTIONS.get(mtype, "opcua-message")
+
+
+def transaction(
+    conn: Conn,
+    req: dict[str, Any],
+    req_anomalies: tuple[str, ...],
+    req_ts: int,
+    req_frame: int,
+    resp: dict[str, Any],
+    resp_anomalies: tuple[str, ...],
+    resp_ts: int,
+    resp_frame: int,
+) -> Event:
+    """A request and its response (or a HEL and its ACK / ERR) as one event."""
+    fields = dict(req)
+    for key, value in resp.items():
+        if key in ("message_type", "service_id", "service", "sequence_number", "nodes"):
+            fields["response_" + key] = value
+        elif key not in fields or key in ("service_result", "service_result_name", "channel"):
+            fields[key] = value
+        elif fields[key] != value:
+            fields["response_" + key] = value
+    fields["request_frame"] = req_frame
+    fields["response_frame"] = resp_frame
+    anomalies = req_anomalies + tuple(a for a in resp_anomalies if a not in req_anomalies)
+    result = resp.get("service_result")
+    failed = resp.get("message_type") == "ERR" or resp.get("service") == "ServiceFault"
+    failed = failed or (isinstance(result, int) and result & 0x80000000 != 0)
+    return Event(
+        Envelope(req_ts, conn, PROTOCOL, Direction.TRANSACTION),
+        action_of(req),
+        fields,
+        anomalies,
+        "failure" if failed else "success",
+        resp_ts - req_ts,
+        server_identity(resp),
+    )
+
+
+def half(
+    conn: Conn,
+    rec: dict[str, Any],
+    anomalies: tuple[str, ...],
+    ts: int,
+    frame: int,
+    direction: Direction,
+) -> Event:
+    """An unanswered request, a response without request, or an encrypted message."""
+    fields = dict(rec)
+    fields["request_frame" if direction is Direction.REQUEST else "response_frame"] = frame
+    result = rec.get("service_result")
+    failed = isinstance(result, int) and result & 0x80000000 != 0
+    return Event(
+        Envelope(ts, conn, PROTOCOL, direction),
+        action_of(rec),
+        fields,
+        anomalies,
+        "failure" if failed else "unknown",
+        None,
+        server_identity(rec) if direction is Direction.RESPONSE else None,
+    )
+
+
+def malformed(
+    conn: Conn,
+    action: str,
+    fields: dict[str, Any],
+    anomalies: tuple[str, ...],
+    ts: int,
+    frame: int,
+    from_client: bool,
+) -> Event:
+    """Bytes that are no decodable chunk, aborted or oversized messages."""
+    direction = Direction.REQUEST if from_client else Direction.RESPONSE
+    fields = {**fields, "request_frame" if from_client else "response_frame": frame}
+    return Event(Envelope(ts, conn, PROTOCOL, direction), action, fields, anomalies, "unknown")
