@@ -143,6 +143,9 @@ class OpcUaSession:
         avail = len(data) - start
         if avail < HEADER_LEN:
             return avail - HEADER_LEN
+        mtype: bytes
+        ctype: int
+        size: int
         mtype, ctype, size = HEADER.unpack_from(data, start)
         if mtype not in MESSAGE_TYPES or ctype not in CHUNK_TYPES:
             return self._start_junk(data, start, from_client, ts, _UNKNOWN_TYPE)
@@ -265,7 +268,7 @@ class OpcUaSession:
                 head["receiver_certificate_thumbprint"] = receiver.hex()
             self._learn_policy(policy, head, from_client)
             # with a policy, the OPN's sequence header and body are asymmetrically encrypted
-            encrypted = bool(policy) and not policy.endswith("#None")
+            encrypted = policy is not None and policy != "" and not policy.endswith("#None")
         else:
             head["token_id"] = U32.unpack_from(data, pos)[0]
             pos += 4
@@ -499,7 +502,7 @@ class OpcUaSession:
         pos = start
         while pos + HEADER_LEN <= n:
             if _plausible(data, pos):
-                nxt = pos + HEADER.unpack_from(data, pos)[2]
+                nxt: int = pos + HEADER.unpack_from(data, pos)[2]
                 if nxt + HEADER_LEN > n or _plausible(data, nxt):
                     if pos > start:
                         self._count_junk(from_client, pos - start)
