@@ -7,10 +7,14 @@ unknown NodeId encoding, an array over :data:`MAX_ARRAY` elements of a variable-
 nesting deeper than :data:`MAX_DEPTH` raises :class:`DecodeError` — the only exception a reader
 raises, whatever the bytes (the caller turns it into ``opcua.decode_error``). Every element of
 every type takes at least one byte, so checking an array length against the bytes left bounds
-the work by the size of the input.
+the work by the size of the input; :data:`MAX_ELEMENTS` bounds it further, to about 0.1 s of
+CPU per message whatever its size (a 4 MB message of nested one-byte elements would otherwise
+take seconds). Long arrays of a fixed-size type (numbers, DateTime, Guid, StatusCode) are
+skipped in one step past what is kept, and do not count.
 
-What is kept is bounded too: strings at :data:`STRING_CAP` characters (the bytes are skipped),
-byte strings as hex of at most ``STRING_CAP // 2`` bytes, and at most :data:`VALUE_CAP` Variant
+What is kept is bounded too: strings at :data:`STRING_CAP` characters (the bytes are skipped;
+a string NodeId's identifier too), byte strings as hex of at most ``STRING_CAP // 2`` bytes (an
+opaque NodeId's identifier as base64 of as many), and at most :data:`VALUE_CAP` Variant
 values per reader (a message): past that a Variant is still read but its value left out, and
 :attr:`Reader.truncated` says so.
 
@@ -36,6 +40,7 @@ Buffer = bytes | bytearray
 Record = dict[str, Any]
 
 MAX_ARRAY = 10_000  # elements of a variable-size type parsed per array
+MAX_ELEMENTS = 100_000  # array elements parsed per reader (message), all arrays together
 MAX_DEPTH = 16  # nesting of Variant / DataValue / ExtensionObject / DiagnosticInfo
 STRING_CAP = 256  # characters of a string kept
 VALUE_CAP = 64  # Variant values kept per reader (message)
@@ -179,15 +184,33 @@ def _ns(namespace: int) -> str:
 class Reader:
     """Reads built-in types from ``data[pos:end]``; see the module docstring for the rules."""
 
-    __slots__ = ("budget", "data", "depth", "end", "pos", "truncated")
+    __slots__ = ("base", "budget", "data", "depth", "elements", "end", "pos", "truncated")
 
     def __init__(self, data: Buffer, pos: int, end: int, budget: int = VALUE_CAP) -> None:
         self.data = data
         self.end = min(end, len(data))
         self.pos = max(pos, 0)
+        self.base = self.pos  # error messages give offsets from here
         self.depth = 0
         self.budget = budget
+        self.elements = MAX_ELEMENTS
         self.truncated = False
+
+    def sub(self, end: int) -> Reader:
+        """A reader of ``data[pos:end]`` (a length-delimited body) sharing this one's budget,
+        depth and offsets; hand the budget back with :meth:`join`."""
+        inner = Reader(self.data, self.pos, end, self.budget)
+        inner.base = self.base
+        inner.depth = self.depth
+        inner.elements = self.elements
+        return inner
+
+    def join(self, inner: Reader) -> None:
+        """Continue after a :meth:`sub` reader's body."""
+        self.budget = inner.budget
+        self.elements = inner.elements
+        self.truncated = self.truncated or inner.truncated
+        self.pos = inner.end
 
     # -- plumbing --------------------------------------------------------------------------------
     def left(self) -> int:
@@ -197,7 +220,9 @@ class Reader:
         """Claim ``n`` bytes; return where they start."""
         at = self.pos
         if n < 0 or at + n > self.end:
-            raise DecodeError(f"truncated at offset {at}: {n} bytes needed, {self.end - at} left")
+            raise DecodeError(
+                f"truncated at offset {at - self.base}: {n} bytes needed, {self.end - at} left"
+            )
         self.pos = at + n
         return at
 
@@ -207,7 +232,7 @@ class Reader:
     def enter(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise DecodeError(f"nesting deeper than {MAX_DEPTH} at offset {self.pos}")
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH} at offset {self.pos - self.base}")
 
     def leave(self) -> None:
         self.depth -= 1
@@ -270,7 +295,7 @@ class Reader:
         """A String / ByteString / array length: -1 (null) or what fits in the bytes left."""
         n = self.int32()
         if n < -1 or n > self.end - self.pos:
-            raise DecodeError(f"bad length {n} at offset {self.pos - 4}")
+            raise DecodeError(f"bad length {n} at offset {self.pos - 4 - self.base}")
         return n
 
     def string(self) -> str | None:
@@ -335,14 +360,16 @@ class Reader:
                 return ns, f"g={self.guid()}"
             raw = self.bytestring() or b""
             return ns, "b=" + b64encode(raw[: STRING_CAP // 2]).decode("ascii")
-        raise DecodeError(f"unknown NodeId encoding 0x{mask:02x} at offset {self.pos - 1}")
+        raise DecodeError(
+            f"unknown NodeId encoding 0x{mask:02x} at offset {self.pos - 1 - self.base}"
+        )
 
     def nodeid(self) -> str:
         """A NodeId as text."""
         at = self.take(1)
         mask = self.data[at]
         if mask & 0xF0:
-            raise DecodeError(f"unknown NodeId encoding 0x{mask:02x} at offset {at}")
+            raise DecodeError(f"unknown NodeId encoding 0x{mask:02x} at offset {at - self.base}")
         ns, ident = self._nodeid_body(mask)
         return _ns(ns) + ident
 
@@ -362,7 +389,9 @@ class Reader:
         at = self.take(1)
         mask = self.data[at]
         if mask & 0x30:
-            raise DecodeError(f"unknown ExpandedNodeId encoding 0x{mask:02x} at offset {at}")
+            raise DecodeError(
+                f"unknown ExpandedNodeId encoding 0x{mask:02x} at offset {at - self.base}"
+            )
         ns, ident = self._nodeid_body(mask)
         prefix = ""
         if mask & EXPANDED_NAMESPACE_URI:
@@ -387,13 +416,24 @@ class Reader:
             self.skip_bytestring()
         return self.string() if mask & 0x02 else None
 
-    # -- structures ---------------------------------------------------------------------------------
+    # -- structures -------------------------------------------------------------------------------
+    def spend(self, n: int) -> None:
+        """Count ``n`` array elements about to be parsed against :data:`MAX_ELEMENTS`."""
+        self.elements -= n
+        if self.elements < 0:
+            raise DecodeError(f"more than {MAX_ELEMENTS} array elements in one message")
+
     def array_length(self) -> int:
-        """An array's length (0 when null); at most :data:`MAX_ARRAY` and what the bytes allow."""
+        """An array's length (0 when null): at most :data:`MAX_ARRAY`, what the bytes allow and
+        what is left of :data:`MAX_ELEMENTS`; the caller parses every element."""
         n = self.length()
         if n > MAX_ARRAY:
-            raise DecodeError(f"array of {n} elements at offset {self.pos - 4} (limit {MAX_ARRAY})")
-        return max(n, 0)
+            raise DecodeError(
+                f"array of {n} elements at offset {self.pos - 4 - self.base} (limit {MAX_ARRAY})"
+            )
+        n = max(n, 0)
+        self.spend(n)
+        return n
 
     def extension_header(self) -> tuple[str, int | None, int, int]:
         """An ExtensionObject's type id (text and number), encoding byte and body length
@@ -404,7 +444,7 @@ class Reader:
             return text, number, 0, -1
         if encoding not in (1, 2):
             raise DecodeError(
-                f"unknown ExtensionObject encoding {encoding} at offset {self.pos - 1}"
+                f"unknown ExtensionObject encoding {encoding} at offset {self.pos - 1 - self.base}"
             )
         n = self.length()
         return text, number, encoding, max(n, 0)
@@ -422,13 +462,9 @@ class Reader:
                 out["body_length"] = n
             else:
                 out["type"] = known[0]
-                stop = self.pos + n
-                inner = Reader(self.data, self.pos, stop, self.budget)
-                inner.depth = self.depth
+                inner = self.sub(self.pos + n)
                 out["body"] = known[1](inner)
-                self.budget = inner.budget
-                self.truncated = self.truncated or inner.truncated
-                self.pos = stop
+                self.join(inner)
         elif encoding == 2:
             at = self.take(n)
             out["xml"] = bytes(self.data[at : at + min(n, 4 * STRING_CAP)]).decode(
@@ -502,7 +538,7 @@ class Reader:
         mask = self.byte()
         kind = mask & _TYPE_MASK
         if kind > 31:
-            raise DecodeError(f"unknown Variant type {kind} at offset {self.pos - 1}")
+            raise DecodeError(f"unknown Variant type {kind} at offset {self.pos - 1 - self.base}")
         read = _SCALARS[15] if kind > 25 else _SCALARS.get(kind)  # 26-31: ByteString (5.2.2.16)
         name = BUILTIN_TYPES.get(kind, f"Reserved{kind}")
         out: Record = {}
@@ -529,8 +565,13 @@ class Reader:
         """``count`` elements: kept while the budget lasts; the rest of a fixed-size type is
         skipped in one step, the rest of a variable-size one (at most :data:`MAX_ARRAY`) read."""
         size = FIXED_SIZES.get(kind)
-        if size is None and count > MAX_ARRAY:
-            raise DecodeError(f"array of {count} elements at offset {self.pos} (limit {MAX_ARRAY})")
+        if size is None:
+            if count > MAX_ARRAY:
+                raise DecodeError(
+                    f"array of {count} elements at offset {self.pos - self.base} "
+                    f"(limit {MAX_ARRAY})"
+                )
+            self.spend(count)
         values: list[Any] = []
         for i in range(count):
             if size is not None and self.budget <= 0:

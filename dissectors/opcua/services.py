@@ -1,4 +1,5 @@
-"""OPC UA service bodies (Part 4 services, Part 6 encoding) → field records. Standard library only.
+"""OPC UA service bodies (Part 4 services, Part 6 encoding) → field records. Standard library
+only.
 
 :func:`decode_body` reads one whole message body — what follows the sequence header of an OPN /
 MSG / CLO message, put back together from its chunks — into a record dict and returns the
@@ -472,15 +473,11 @@ def _identity_token(r: Reader, rec: Record) -> None:
     """ActivateSession's user identity token. The password is read over, never recorded."""
     text, number, encoding, n = r.extension_header()
     kind = IDENTITY_TOKENS.get(number) if number is not None else None
-    if encoding == 0 and number == 0:
-        rec["identity_token_type"] = "none"
-        return
-    rec["identity_token_type"] = kind if kind is not None else text
-    stop = r.pos + max(n, 0)
+    rec["identity_token_type"] = kind if kind is not None else text  # a null token: "i=0"
+    body = r.sub(r.pos + max(n, 0))
     if encoding != 1 or kind is None:
-        r.pos = stop
+        r.join(body)
         return
-    body = Reader(r.data, r.pos, stop)
     _put(rec, "policy_id", body.string())
     if kind == "username":
         _put(rec, "user_name", body.string())
@@ -496,7 +493,7 @@ def _identity_token(r: Reader, rec: Record) -> None:
         algorithm = body.string()
         if algorithm:
             rec["encryption_algorithm"] = algorithm
-    r.pos = stop
+    r.join(body)
 
 
 def _activate_session_request(r: Reader, rec: Record) -> None:
@@ -770,9 +767,7 @@ def _publish_response(r: Reader, rec: Record) -> None:
     events: list[Record] = []
     for _ in range(n):  # NotificationData extension objects
         _text, number, encoding, length = r.extension_header()
-        stop = r.pos + max(length, 0)
-        body = Reader(r.data, r.pos, stop, r.budget)
-        body.depth = r.depth
+        body = r.sub(r.pos + max(length, 0))
         if encoding == 1 and number == DATA_CHANGE:
             _data_change(body, values)
         elif encoding == 1 and number == EVENT_LIST:
@@ -782,9 +777,7 @@ def _publish_response(r: Reader, rec: Record) -> None:
             rec["subscription_status"] = code
             rec["subscription_status_name"] = status_name(code)
             body.diagnostic_info()
-        r.budget = body.budget
-        r.truncated = r.truncated or body.truncated
-        r.pos = stop
+        r.join(body)
     rec["notification_count"] = n
     if values:
         rec["values"] = values

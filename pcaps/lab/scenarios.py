@@ -5,7 +5,9 @@ Adding a scenario is one Scenario(...) entry in SCENARIOS; its roles live in lab
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lab.plant import HOSTS
@@ -237,6 +239,99 @@ S7_ENGINEERING_MALFORMED = (
     f' || ({_ENG_JOB} && s7comm.param.func == 0x28 && tcp.payload contains "_DELE")'
 )
 
+_OPCSRV, _HMI = _ip("opcsrv"), _ip("hmi")
+_UA_FROM_ATT = f"opcua && ip.src == {_ATT}"
+_UA_TO_ATT = f"opcua && ip.src == {_OPCSRV} && ip.dst == {_ATT}"
+_UA_FROM_HMI = f"opcua && ip.src == {_HMI}"
+_UA_TO_HMI = f"opcua && ip.src == {_OPCSRV} && ip.dst == {_HMI}"
+#: OPC UA status codes the attack provokes
+BAD_USER_ACCESS_DENIED = 0x801F0000
+BAD_TYPE_MISMATCH = 0x80740000
+
+
+def _service(node_id: int) -> str:
+    return f"opcua.servicenodeid.numeric == {node_id}"
+
+
+#: what the OPC UA attack capture must show, step by step (see pcaps/README.md)
+OPCUA_ATTACKS = {
+    "HMI ActivateSession": f"{_UA_FROM_HMI} && {_service(467)}",
+    "HMI CreateMonitoredItems": f"{_UA_FROM_HMI} && {_service(751)}",
+    "HMI Publish": f"{_UA_FROM_HMI} && {_service(826)}",
+    "HMI data change notifications": f"{_UA_TO_HMI} && {_service(829)} && opcua.ClientHandle",
+    "HMI Read": f"{_UA_FROM_HMI} && {_service(631)}",
+    "HMI Write": f"{_UA_FROM_HMI} && {_service(673)}",
+    "HMI TrendBuffer: intermediate chunk": f'{_UA_TO_HMI} && opcua.transport.chunk == "C"',
+    "HMI TrendBuffer: ReadResponse of 3 chunks": f"{_UA_TO_HMI} && {_service(634)}"
+    " && opcua.fragment.count >= 3",
+    "attacker GetEndpoints": f"{_UA_FROM_ATT} && {_service(428)}",
+    "attacker ActivateSession as admin": f'{_UA_FROM_ATT} && {_service(467)} && opcua.UserName == "admin"',
+    "ActivateSession refused: ServiceFault BadUserAccessDenied": f"{_UA_TO_ATT} && {_service(397)}"
+    f" && opcua.ServiceResult == {BAD_USER_ACCESS_DENIED:#x}",
+    "attacker anonymous ActivateSession": f"{_UA_FROM_ATT} && {_service(467)} && !opcua.UserName",
+    "attacker Browse with max references per node": f"{_UA_FROM_ATT} && {_service(527)}"
+    " && opcua.RequestedMaxReferencesPerNode > 0",
+    "Browse answered with continuation points": f"{_UA_TO_ATT} && {_service(530)}"
+    ' && opcua.ContinuationPoint contains "cp"',
+    "attacker BrowseNext (continuation points kept)": f"{_UA_FROM_ATT} && {_service(533)}"
+    ' && opcua.ContinuationPoints contains "cp" && opcua.ReleaseContinuationPoints == 0',
+    "BrowseNext response": f"{_UA_TO_ATT} && {_service(536)}",
+    "BrowseNext answered with a further continuation point": f"{_UA_TO_ATT} && {_service(536)}"
+    ' && opcua.ContinuationPoint contains "cp"',
+    "attacker Read": f"{_UA_FROM_ATT} && {_service(631)}",
+    "attacker Read: a ReadResponse of 3 chunks": f"{_UA_TO_ATT} && {_service(634)}"
+    " && opcua.fragment.count >= 3",
+    "attacker Write": f"{_UA_FROM_ATT} && {_service(673)}",
+    "Write accepted (Setpoint)": f"{_UA_TO_ATT} && {_service(676)} && opcua.Results == 0",
+    "Write refused: BadUserAccessDenied": f"{_UA_TO_ATT} && {_service(676)}"
+    f" && opcua.Results == {BAD_USER_ACCESS_DENIED:#x}",
+    "Write refused: BadTypeMismatch": f"{_UA_TO_ATT} && {_service(676)}"
+    f" && opcua.Results == {BAD_TYPE_MISMATCH:#x}",
+    "attacker Call": f"{_UA_FROM_ATT} && {_service(712)}",
+    "Call response": f"{_UA_TO_ATT} && {_service(715)}",
+}
+
+_BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
+_ENG_UA = f"opcua && ip.src == {_ENG}"
+_UA_TO_ENG = f"opcua && ip.src == {_OPCSRV} && ip.dst == {_ENG}"
+#: the lab's OPC UA application certificates (LAB ONLY, see pcaps/lab/certs/make_certs.py)
+CERTS = Path(__file__).resolve().parent / "certs"
+
+
+def thumbprint(stem: str) -> str:
+    """SHA-1 thumbprint of a lab certificate as a tshark byte string (aa:bb:...)."""
+    digest = hashlib.sha1((CERTS / f"{stem}.der").read_bytes()).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _opn(src: str, receiver: str) -> str:
+    """An OPN chunk from src with the Basic256Sha256 policy URI, for receiver's certificate."""
+    return (
+        f'opcua && ip.src == {src} && opcua.transport.type == "OPN"'
+        f' && opcua.security.spu == "{_BASIC256SHA256}"'
+        f" && opcua.security.rcthumb == {thumbprint(receiver)}"
+    )
+
+
+#: what the secure capture must show (see pcaps/README.md)
+OPCUA_SECURE = {
+    "eng OPN: Basic256Sha256 for opcsrv's certificate": _opn(_ENG, "opcsrv"),
+    "opcsrv OPN to eng: for eng's certificate": _opn(_OPCSRV, "eng"),
+    "hmi OPN: Basic256Sha256 for opcsrv's certificate": _opn(_HMI, "opcsrv"),
+    "opcsrv OPN to hmi: for hmi's certificate": _opn(_OPCSRV, "hmi"),
+    "eng MSG, encrypted (no service tshark can read)": f'{_ENG_UA} && opcua.transport.type == "MSG"'
+    " && !opcua.servicenodeid.numeric",
+    "opcsrv MSG to eng, encrypted": f'{_UA_TO_ENG} && opcua.transport.type == "MSG"'
+    " && !opcua.servicenodeid.numeric",
+    "eng CLO": f'{_ENG_UA} && opcua.transport.type == "CLO"',
+    "hmi signed only: CreateSession readable": f"{_UA_FROM_HMI} && {_service(461)}",
+    "hmi signed only: ActivateSession readable": f"{_UA_FROM_HMI} && {_service(467)}",
+    "hmi signed only: Read readable": f"{_UA_FROM_HMI} && {_service(631)}",
+    "hmi signed only: ReadResponse readable": f"{_UA_TO_HMI} && {_service(634)}",
+    "hmi signed only: CloseSecureChannel readable": f'{_UA_FROM_HMI} && opcua.transport.type == "CLO"'
+    f" && {_service(452)}",
+}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -356,6 +451,94 @@ SCENARIOS: dict[str, Scenario] = {
                 name: f"opcua.servicenodeid.numeric == {node_id}"
                 for name, node_id in OPCUA_SERVICES.items()
             },
+        ),
+        Scenario(
+            name="opcua_attacks",
+            summary="a rogue laptop logs in, browses, reads, writes and calls while the HMI runs",
+            protocol="opcua",
+            pdu_field="opcua.transport.type",
+            servers=(
+                Proc(
+                    "opcsrv",
+                    "opcua-server",
+                    {
+                        "ip": _OPCSRV,
+                        "seed": 1007,
+                        "extended": True,
+                        "trend": 2400,
+                        "users": {"operator": "Op3rator-30"},
+                        "buffer": 8192,
+                        "browse_next": True,
+                    },
+                ),
+            ),
+            clients=(
+                Proc(
+                    "hmi",
+                    "opcua-hmi",
+                    {"server": _OPCSRV, "trend_every": 10.0, "write_every": 6.0},
+                    peers=("opcsrv",),
+                ),
+                Proc(
+                    "attacker",
+                    "opcua-attacker",
+                    {
+                        "server": _OPCSRV,
+                        "delay": 3.0,
+                        "pause": 1.0,
+                        "passwords": ["admin", "password"],
+                        "max_refs": 8,
+                        "batch": 24,
+                    },
+                    peers=("opcsrv",),
+                ),
+            ),
+            duration=32.0,
+            quick_duration=16.0,
+            require=OPCUA_ATTACKS,
+        ),
+        Scenario(
+            name="opcua_secure",
+            summary="Basic256Sha256 sessions: eng signs and encrypts, the HMI signs only",
+            protocol="opcua",
+            pdu_field="opcua.transport.type",
+            servers=(
+                Proc(
+                    "opcsrv",
+                    "opcua-server",
+                    {
+                        "ip": _OPCSRV,
+                        "seed": 1007,
+                        "extended": True,
+                        "secure": True,
+                        "users": {"engineer": "Eng1neer-30"},
+                    },
+                ),
+            ),
+            clients=(
+                Proc(
+                    "eng",
+                    "opcua-secure",
+                    {
+                        "server": _OPCSRV,
+                        "station": "eng",
+                        "mode": "SignAndEncrypt",
+                        "user": "engineer",
+                        "password": "Eng1neer-30",
+                        "writes": [["Setpoint", ["Double", 61.0]], ["Mode", ["Int32", 2]]],
+                    },
+                    peers=("opcsrv",),
+                ),
+                Proc(
+                    "hmi",
+                    "opcua-secure",
+                    {"server": _OPCSRV, "station": "hmi", "mode": "Sign", "delay": 2.0},
+                    peers=("opcsrv",),
+                ),
+            ),
+            duration=12.0,
+            quick_duration=6.0,
+            require=OPCUA_SECURE,
         ),
     )
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PCAPS = REPO / "pcaps"
 MAKE_LAB = PCAPS / "make_lab.py"
+CERTS = PCAPS / "lab" / "certs"
 MAX_FRAME = 1514
 MAX_SIZE = 300_000
 
@@ -42,6 +44,13 @@ COMMITTED: dict[str, tuple[str, str, list[tuple[tuple[str, str], ...]], tuple[st
     "s7comm_normal.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2)], ()),
     "s7comm_engineering.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2), (ENG, PLC2)], ()),
     "opcua_normal.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV)], ()),
+    "opcua_attacks.pcap": (
+        "opcua",
+        "opcua.transport.type",
+        [(HMI, OPCSRV), (ATTACKER, OPCSRV)],
+        (),
+    ),
+    "opcua_secure.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV), (HMI, OPCSRV)], ()),
 }
 #: function codes pymodbus 3.16 implements; its lab servers answer every other one with 01
 PYMODBUS_FCS = {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43}
@@ -225,6 +234,142 @@ def test_check_rejects_modbus_on_502_as_port5020(tmp_path: Path) -> None:
     proc = run_make_lab("--check", "--only", "modbus_port5020", "--out", str(tmp_path))
     assert proc.returncode == 1
     assert "missing: FC3" in proc.stderr
+
+
+#: OPC UA status codes (Part 4 / 6)
+BAD_USER_ACCESS_DENIED = "0x801f0000"
+BAD_TYPE_MISMATCH = "0x80740000"
+BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
+
+
+def _services(rows: list[list[str]]) -> list[int]:
+    """The service NodeIds in rows of opcua.servicenodeid.numeric."""
+    return [int(v) for row in rows for v in row[0].split(",") if v]
+
+
+def _thumbprint(stem: str) -> str:
+    """SHA-1 of a lab certificate (DER), as hex."""
+    return hashlib.sha1((CERTS / f"{stem}.der").read_bytes()).hexdigest()
+
+
+@needs_tshark
+def test_opcua_attack_capture_holds_every_step() -> None:
+    pcap = PCAPS / "opcua_attacks.pcap"
+    att = ATTACKER[0]
+    sent = _services(fields(pcap, f"opcua && ip.src == {att}", "opcua.servicenodeid.numeric"))
+    # GetEndpoints, OPN, CLO, CreateSession, ActivateSession, CloseSession, Browse, BrowseNext,
+    # Read, Write, Call; nothing else
+    assert set(sent) == {428, 446, 452, 461, 467, 473, 527, 533, 631, 673, 712}
+    # user "admin" with guessed passwords, in clear text (policy None), refused by ServiceFault
+    logins = fields(
+        pcap,
+        f"opcua.servicenodeid.numeric == 467 && ip.src == {att} && opcua.UserName",
+        "opcua.UserName",
+        "opcua.Password",
+    )
+    assert [(r[0], bytes.fromhex(r[1]).decode()) for r in logins] == [
+        ("admin", "admin"),
+        ("admin", "password"),
+    ]
+    faults = fields(
+        pcap, f"opcua.servicenodeid.numeric == 397 && ip.dst == {att}", "opcua.ServiceResult"
+    )
+    assert [r[0] for r in faults] == [BAD_USER_ACCESS_DENIED] * 2
+    # every continuation point the server hands out is fetched with BrowseNext, none twice
+    handed = fields(
+        pcap,
+        f"(opcua.servicenodeid.numeric == 530 || opcua.servicenodeid.numeric == 536)"
+        f" && ip.dst == {att}",
+        "opcua.ContinuationPoint",
+    )
+    points = [v for r in handed for v in r[0].split(",") if v and v != "<MISSING>"]
+    asked = fields(
+        pcap,
+        f"opcua.servicenodeid.numeric == 533 && ip.src == {att}",
+        "opcua.ContinuationPoints",
+        "opcua.ReleaseContinuationPoints",
+    )
+    fetched = [v for r in asked for v in r[0].split(",") if v]
+    assert points and sorted(fetched) == sorted(points) and len(set(points)) == len(points)
+    assert {r[1] for r in asked} == {"0"}
+    assert {
+        int(r[0])
+        for r in fields(
+            pcap, "opcua.RequestedMaxReferencesPerNode", "opcua.RequestedMaxReferencesPerNode"
+        )
+    } >= {8}
+    # writes: Setpoint accepted, read-only values refused, a String into Int32 Mode refused
+    results = fields(
+        pcap, f"opcua.servicenodeid.numeric == 676 && ip.dst == {att}", "opcua.Results"
+    )
+    codes = sorted(v for r in results for v in r[0].split(","))
+    assert codes == sorted(
+        ["0x00000000", BAD_USER_ACCESS_DENIED, BAD_USER_ACCESS_DENIED, BAD_USER_ACCESS_DENIED]
+        + [BAD_TYPE_MISMATCH]
+    )
+    called = fields(
+        pcap, f"opcua.servicenodeid.numeric == 715 && ip.dst == {att}", "opcua.StatusCode"
+    )
+    assert [r[0].split(",")[0] for r in called] == ["0x00000000"]
+
+
+@needs_tshark
+def test_opcua_attack_capture_runs_inside_hmi_session() -> None:
+    pcap = PCAPS / "opcua_attacks.pcap"
+    att = [float(r[0]) for r in fields(pcap, f"ip.src == {ATTACKER[0]}", "frame.time_relative")]
+    hmi = [float(r[0]) for r in fields(pcap, f"opcua && ip.src == {HMI[0]}", "frame.time_relative")]
+    assert min(hmi) < min(att) and max(att) < max(hmi)
+    assert not fields(pcap, "_ws.malformed", "frame.number")
+    # the HMI: subscription with data changes, reads, setpoint writes
+    services = _services(
+        fields(pcap, f"opcua && ip.src == {HMI[0]}", "opcua.servicenodeid.numeric")
+    )
+    assert {751, 787, 826, 631, 673} <= set(services)
+    assert services.count(826) >= 20 and services.count(673) >= 3
+    # the 2400-element TrendBuffer: one ReadResponse in three chunks over many TCP segments
+    trend = fields(
+        pcap,
+        f"opcua.servicenodeid.numeric == 634 && opcua.fragment.count && ip.dst == {HMI[0]}",
+        "opcua.fragment.count",
+        "opcua.reassembled.length",
+        "opcua.variant.ArraySize",
+    )
+    assert len(trend) >= 2
+    for count, length, sizes in trend:
+        assert int(count) == 3 and int(length) > 19_200 and "2400" in sizes.split(",")
+    acks = fields(
+        pcap, 'opcua.transport.type == "ACK"', "opcua.transport.rbs", "opcua.transport.sbs"
+    )
+    assert {(r[0], r[1]) for r in acks} == {("8192", "8192")}
+
+
+@needs_tshark
+def test_opcua_secure_capture_signs_and_encrypts() -> None:
+    pcap = PCAPS / "opcua_secure.pcap"
+    thumbs = {OPCSRV[0]: "opcsrv", ENG[0]: "eng", HMI[0]: "hmi"}
+    thumbs = {ip: _thumbprint(stem) for ip, stem in thumbs.items()}
+    names = ("ip.src", "ip.dst", "opcua.security.spu", "opcua.security.scert")
+    opn = fields(pcap, 'opcua.transport.type == "OPN"', *names, "opcua.security.rcthumb")
+    assert len(opn) == 4
+    for src, dst, policy, cert, receiver in opn:
+        assert policy == BASIC256SHA256
+        assert hashlib.sha1(bytes.fromhex(cert)).hexdigest() == thumbs[src]
+        assert receiver == thumbs[dst]
+    # eng signs and encrypts: tshark reads no service in its chunks (at most a random NodeId
+    # from the ciphertext); the HMI only signs: every chunk decodes
+    known = {397, 452, 461, 464, 467, 470, 473, 476, 527, 530, 554, 557, 631, 634, 673, 676}
+    eng = fields(
+        pcap, f'opcua.transport.type == "MSG" && ip.addr == {ENG[0]}', "opcua.servicenodeid.numeric"
+    )
+    assert len(eng) >= 20 and not set(_services(eng)) & known
+    hmi = fields(
+        pcap, f'opcua.transport.type == "MSG" && ip.addr == {HMI[0]}', "opcua.servicenodeid.numeric"
+    )
+    assert all(r[0] for r in hmi)
+    assert {461, 464, 467, 470, 631, 634} <= set(_services(hmi)) <= known
+    # the thumbprints are the ones pcaps/README.md records
+    readme = (PCAPS / "README.md").read_text()
+    assert all(thumb in readme for thumb in thumbs.values())
 
 
 def _lab_unavailable() -> str | None:
