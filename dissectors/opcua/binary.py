@@ -168,8 +168,16 @@ def ticks_to_iso(ticks: int) -> str | None:
     if ticks >= MAX_TICKS:
         return MAX_TIME
     seconds, rest = divmod(ticks, TICKS_PER_SECOND)
-    when = EPOCH_1601 + timedelta(seconds=seconds)
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{rest // 10:06d}Z"
+    text = _SECONDS.get(seconds)
+    if text is None:
+        if len(_SECONDS) >= 1024:
+            _SECONDS.clear()
+        text = _SECONDS[seconds] = f"{EPOCH_1601 + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
+    return f"{text}.{rest // 10:06d}Z"
+
+
+#: whole seconds already formatted (timestamps of one capture share few seconds)
+_SECONDS: dict[int, str] = {}
 
 
 def guid_text(data1: int, data2: int, data3: int, data4: bytes) -> str:
