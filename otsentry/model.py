@@ -69,6 +69,8 @@ class Event:
     #: facts about the server's identity this record revealed (vendor, product, firmware…),
     #: folded into the asset inventory
     identity: Mapping[str, Any] | None = None
+    #: the same for the client (an OPC UA client describes itself when it creates a session)
+    client_identity: Mapping[str, Any] | None = None
 
 
 class AlertKind(StrEnum):

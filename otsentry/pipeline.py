@@ -132,11 +132,8 @@ class Pipeline:
     def on_event(self, event: Event) -> None:
         """An event from a dissector: write it, and let the detection hooks see it."""
         self.counters.events[event.envelope.protocol] += 1
-        if event.identity:
-            conn = event.envelope.conn
-            self.inventory.identify(
-                conn.segment, conn.server_ip, event.envelope.protocol, event.identity
-            )
+        if event.identity or event.client_identity:
+            self._identify(event)
         if self.event_sinks:
             doc = event_doc(event, self.observer, self.ids)
             for sink in self.event_sinks:
@@ -144,6 +141,16 @@ class Pipeline:
         for hook in self.event_hooks:
             for alert in hook(event):
                 self.on_alert(alert)
+
+    def _identify(self, event: Event) -> None:
+        env = event.envelope
+        conn = env.conn
+        if event.identity:
+            self.inventory.identify(conn.segment, conn.server_ip, env.protocol, event.identity)
+        if event.client_identity:
+            self.inventory.identify(
+                conn.segment, conn.client_ip, env.protocol, event.client_identity
+            )
 
     def on_alert(self, alert: Alert) -> None:
         """An alert from the rule engine or the baseline detector."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from otsentry.model import Conn, Direction, Envelope, Event
 
-from .services import server_identity
+from .services import client_identity, server_identity
 from .statuscodes import status_name
 
 __all__ = ["half", "malformed", "status_name", "transaction"]
@@ -55,8 +55,10 @@ def transaction(
     resp_anomalies: tuple[str, ...],
     resp_ts: int,
     resp_frame: int,
+    security: dict[str, Any] | None = None,
 ) -> Event:
-    """A request and its response (or a HEL and its ACK / ERR) as one event."""
+    """A request and its response (or a HEL and its ACK / ERR) as one event; ``security`` adds
+    to the server's facts (the security used on a channel, the first time it is known)."""
     fields = dict(req)
     for key, value in resp.items():
         if key in ("message_type", "service_id", "service", "sequence_number", "nodes"):
@@ -78,8 +80,31 @@ def transaction(
         anomalies,
         "failure" if failed else "success",
         resp_ts - req_ts,
-        server_identity(resp),
+        _server_facts(req, resp, security),
+        client_identity(req),
     )
+
+
+def _server_facts(
+    req: dict[str, Any], resp: dict[str, Any], security: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """What the server said about itself, the security it offers (GetEndpoints / CreateSession
+    endpoints) and, when a secure channel opens, the security used on it."""
+    facts: dict[str, Any] = dict(server_identity(resp) or {})
+    endpoints = resp.get("endpoints")
+    if isinstance(endpoints, list):
+        offered = []
+        for endpoint in endpoints:
+            if isinstance(endpoint, dict) and endpoint.get("security_policy_uri"):
+                policy = str(endpoint["security_policy_uri"]).rsplit("#", 1)[-1]
+                mode = f"{policy}/{endpoint.get('security_mode')}"
+                if mode not in offered:
+                    offered.append(mode)
+        if offered:
+            facts["security_offered"] = offered
+    if security:
+        facts.update(security)
+    return facts or None
 
 
 def half(
@@ -89,6 +114,7 @@ def half(
     ts: int,
     frame: int,
     direction: Direction,
+    security: dict[str, Any] | None = None,
 ) -> Event:
     """An unanswered request, a response without request, or an encrypted message."""
     fields = dict(rec)
@@ -102,7 +128,7 @@ def half(
         anomalies,
         "failure" if failed else "unknown",
         None,
-        server_identity(rec) if direction is Direction.RESPONSE else None,
+        _server_facts({}, rec, security) if direction is Direction.RESPONSE else security,
     )
 
 

@@ -112,6 +112,7 @@ class OpcUaSession:
         "max_open",
         "pdus",
         "pending",
+        "reported",
         "timeout_ns",
         "trace",
     )
@@ -129,6 +130,8 @@ class OpcUaSession:
         #: negotiated limits (0: none): max message size, max chunk count, per direction
         self.limits: dict[bool, tuple[int, int]] = {True: (0, 0), False: (0, 0)}
         self.junk: dict[bool, list[Any]] = {}
+        #: the (policy, mode) last given to the asset inventory
+        self.reported: tuple[str, str] | None = None
         self.max_open = ctx.max_open_transactions
         self.timeout_ns = ctx.transaction_timeout_ns
         self.trace = ctx.tracer
@@ -370,11 +373,22 @@ class OpcUaSession:
         request_id = rec.get("request_id")
         if request_id is None:  # encrypted: no request id to pair by
             direction = Direction.REQUEST if from_client else Direction.RESPONSE
-            self.ctx.emit(events.half(self._conn(), rec, anomalies, ts, frame, direction))
+            security = self._security_news()
+            self.ctx.emit(events.half(self._conn(), rec, anomalies, ts, frame, direction, security))
         elif from_client:
             self._request(request_id, rec, anomalies, ts, frame)
         else:
             self._response(request_id, rec, anomalies, ts, frame)
+
+    def _security_news(self) -> Record | None:
+        """The security used on this flow's channel, once, when policy and mode are known."""
+        channel = self.channel
+        mode = channel.get("security_mode")
+        policy = channel.get("security_policy")
+        if not mode or not policy or self.reported == (policy, mode):
+            return None
+        self.reported = (policy, mode)
+        return {"security_used": [f"{policy}/{mode}"]}
 
     def _request(
         self, key: int, rec: Record, anomalies: tuple[str, ...], ts: int, frame: int
@@ -412,7 +426,16 @@ class OpcUaSession:
         req, req_anomalies, req_ts, req_frame = entry
         self.ctx.emit(
             events.transaction(
-                self._conn(), req, req_anomalies, req_ts, req_frame, rec, anomalies, ts, frame
+                self._conn(),
+                req,
+                req_anomalies,
+                req_ts,
+                req_frame,
+                rec,
+                anomalies,
+                ts,
+                frame,
+                self._security_news(),
             )
         )
 

@@ -10,6 +10,7 @@ from typing import Any
 from otsentry.flow.table import Flow, ip_text, mac_text
 from otsentry.model import Asset
 
+_MAX_LISTED = 64  # values kept in a list-valued identity fact
 _MAX_PEERS = 1024  # distinct peers remembered per asset (the count saturates there)
 _TRANSPORT = {6: "tcp", 17: "udp"}
 
@@ -88,7 +89,14 @@ class Inventory:
             known = self._identities[key] = {}
         else:
             self._identities.move_to_end(key)
-        known.setdefault(protocol, {}).update(identity)
+        facts = known.setdefault(protocol, {})
+        for name, value in identity.items():
+            old = facts.get(name)
+            if isinstance(value, list) and isinstance(old, list):
+                # what accumulates (security modes used, …): keep every value seen, in order
+                facts[name] = old + [v for v in value if v not in old][: _MAX_LISTED - len(old)]
+            else:
+                facts[name] = value
 
     def assets(self) -> list[Asset]:
         """A snapshot, sorted by segment and address."""

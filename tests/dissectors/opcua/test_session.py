@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import struct
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from otsentry.capture import open_capture
+from otsentry.config import Config
 from otsentry.dissectors.opcua import SPEC, OpcUaSession, probe
 from otsentry.model import Direction
+from otsentry.pipeline import Pipeline
 from tests.conftest import LAB_PCAPS
 from tests.dissectors.harness import FlowHarness
 from tests.dissectors.s7comm.lab_streams import Segments, flows_to_port
@@ -267,3 +271,23 @@ def test_probe() -> None:
     assert not probe(b"GET / HTTP/1.1\r\n\r\n", True)
     assert not probe(bytes.fromhex("0300001602f080"), True)  # a TPKT
     assert SPEC.ports == (4840,)
+
+
+def test_identity_and_security_reach_the_assets(tmp_path: Path) -> None:
+    """Server and client descriptions, the security offered and the security used."""
+    secure = LAB_PCAPS / "opcua_secure.pcap"
+    if not secure.exists():
+        pytest.skip("lab capture missing")
+    pipeline = Pipeline(Config(), tmp_path)
+    with open_capture(secure) as reader:
+        pipeline.run(reader)
+    pipeline.finish()
+    assets = {a.ip: dict(a.identity) for a in pipeline.inventory.assets()}
+    server = assets["10.10.30.7"]["opcua"]
+    assert server["application_uri"] == "urn:otsentry:lab:opcsrv"
+    assert set(server["security_offered"]) == {
+        "Basic256Sha256/SignAndEncrypt",
+        "Basic256Sha256/Sign",
+    }
+    assert set(server["security_used"]) == set(server["security_offered"])
+    assert assets["10.10.30.10"]["opcua"]["application_type"] == "Client"
