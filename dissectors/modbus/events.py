@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+from otsentry.dissect.support import standalone
 from otsentry.model import Conn, Direction, Envelope, Event
 
 from .constants import function_name
@@ -124,16 +126,5 @@ def half(
     )
 
 
-def malformed(
-    conn: Conn,
-    action: str,
-    fields: dict[str, Any],
-    anomalies: tuple[str, ...],
-    ts: int,
-    frame: int,
-    from_client: bool,
-) -> Event:
-    """Bytes that are not a decodable ADU (short ADU, non-Modbus payload)."""
-    direction = Direction.REQUEST if from_client else Direction.RESPONSE
-    fields = {**fields, "request_frame" if from_client else "response_frame": frame}
-    return Event(Envelope(ts, conn, PROTOCOL, direction), action, fields, anomalies, "unknown")
+#: bytes that are no decodable PDU (and other one-way records), as one event
+malformed = partial(standalone, PROTOCOL)

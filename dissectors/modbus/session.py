@@ -5,6 +5,7 @@ from __future__ import annotations
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
+from otsentry.dissect.support import SkippedBytes
 from otsentry.model import Direction, Envelope, Event
 
 from . import events
@@ -59,7 +60,6 @@ _UNSOLICITED = ("modbus.unsolicited_response",)
 _FLOODED = ("modbus.flooded",)
 _NON_MODBUS = ("modbus.non_modbus_payload",)
 _PDU_BATCH = 256  # PDUs counted locally before the flow's counter is updated
-_SAMPLE = 32  # bytes of non-Modbus payload kept on its event
 
 
 def _record(tid: int, unit: int, code: int) -> Record:
@@ -104,8 +104,8 @@ class ModbusSession:
         #: (transaction id << 8 | unit) → the request, oldest first
         self.pending: dict[int, Pending] = {}
         self.resync_c = self.resync_s = False
-        #: non-Modbus bytes being skipped, per direction: [count, ts, frame, sample]
-        self.junk: dict[bool, list[Any]] = {}
+        #: non-Modbus bytes being skipped, per direction
+        self.junk = SkippedBytes()
         self.max_open = ctx.max_open_transactions
         self.timeout_ns = ctx.transaction_timeout_ns
         self.trace = ctx.tracer
@@ -411,9 +411,7 @@ class ModbusSession:
             self.resync_c = True
         else:
             self.resync_s = True
-        if from_client not in self.junk:
-            sample = bytes(data[start : start + _SAMPLE]).hex()
-            self.junk[from_client] = [0, ts, self.ctx.frame, sample]
+        self.junk.start(from_client, data, start, ts, self.ctx.frame)
         return self._resync(data, start, from_client, ts)
 
     def _resync(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
@@ -451,19 +449,21 @@ class ModbusSession:
         return keep - start
 
     def _count_junk(self, from_client: bool, n: int) -> None:
-        junk = self.junk.get(from_client)
-        if junk is not None:
-            junk[0] += n
+        self.junk.count(from_client, n)
 
     def _flush_junk(self, from_client: bool) -> None:
-        junk = self.junk.pop(from_client, None)
-        if junk is None:
-            return
-        count, ts, frame, sample = junk
-        ctx = self.ctx
-        fields = {"skipped_bytes": count, "sample": sample}
-        ctx.emit(
-            events.malformed(
-                ctx.conn, "modbus-non-modbus-payload", fields, _NON_MODBUS, ts, frame, from_client
+        run = self.junk.take(from_client)
+        if run is not None:
+            fields, ts, frame, _why = run
+            ctx = self.ctx
+            ctx.emit(
+                events.malformed(
+                    ctx.conn,
+                    "modbus-non-modbus-payload",
+                    fields,
+                    _NON_MODBUS,
+                    ts,
+                    frame,
+                    from_client,
+                )
             )
-        )

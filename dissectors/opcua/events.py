@@ -4,9 +4,10 @@ half), per handshake, per encrypted message."""
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
+from otsentry.dissect.support import standalone
 from otsentry.model import Conn, Direction, Envelope, Event
 
 from .services import client_identity, server_identity
@@ -132,16 +133,5 @@ def half(
     )
 
 
-def malformed(
-    conn: Conn,
-    action: str,
-    fields: dict[str, Any],
-    anomalies: tuple[str, ...],
-    ts: int,
-    frame: int,
-    from_client: bool,
-) -> Event:
-    """Bytes that are no decodable chunk, aborted or oversized messages."""
-    direction = Direction.REQUEST if from_client else Direction.RESPONSE
-    fields = {**fields, "request_frame" if from_client else "response_frame": frame}
-    return Event(Envelope(ts, conn, PROTOCOL, direction), action, fields, anomalies, "unknown")
+#: bytes that are no decodable PDU (and other one-way records), as one event
+malformed = partial(standalone, PROTOCOL)

@@ -7,6 +7,7 @@ from hashlib import sha1
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
+from otsentry.dissect.support import SkippedBytes
 from otsentry.model import Direction
 
 from . import events
@@ -49,7 +50,6 @@ _TRUNCATED = ("opcua.truncated",)
 _NON_OPCUA = ("opcua.non_opcua_payload",)
 _MAX_STRING = 4096
 _PDU_BATCH = 256
-_SAMPLE = 32
 
 
 def _plausible(data: Buffer, pos: int) -> bool:
@@ -129,7 +129,7 @@ class OpcUaSession:
         self.channel: Record = {}
         #: negotiated limits (0: none): max message size, max chunk count, per direction
         self.limits: dict[bool, tuple[int, int]] = {True: (0, 0), False: (0, 0)}
-        self.junk: dict[bool, list[Any]] = {}
+        self.junk = SkippedBytes()
         #: the (policy, mode) last given to the asset inventory
         self.reported: tuple[str, str] | None = None
         self.max_open = ctx.max_open_transactions
@@ -514,9 +514,7 @@ class OpcUaSession:
         why: tuple[str, ...],
     ) -> int:
         self.dirs[from_client].resync = True
-        if from_client not in self.junk:
-            sample = bytes(data[start : start + _SAMPLE]).hex()
-            self.junk[from_client] = [0, ts, self.ctx.frame, sample, why]
+        self.junk.start(from_client, data, start, ts, self.ctx.frame, why)
         return self._resync(data, start, from_client, ts)
 
     def _resync(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
@@ -543,24 +541,14 @@ class OpcUaSession:
         return keep - start
 
     def _count_junk(self, from_client: bool, n: int) -> None:
-        junk = self.junk.get(from_client)
-        if junk is not None:
-            junk[0] += n
+        self.junk.count(from_client, n)
 
     def _flush_junk(self, from_client: bool) -> None:
-        junk = self.junk.pop(from_client, None)
-        if junk is None:
-            return
-        count, ts, frame, sample, why = junk
-        fields = {"skipped_bytes": count, "sample": sample}
-        self.ctx.emit(
-            events.malformed(
-                self._conn(),
-                "opcua-non-opcua-payload",
-                fields,
-                _NON_OPCUA + why,
-                ts,
-                frame,
-                from_client,
+        run = self.junk.take(from_client)
+        if run is not None:
+            fields, ts, frame, why = run
+            action = "opcua-non-opcua-payload"
+            anomalies = _NON_OPCUA + why
+            self.ctx.emit(
+                events.malformed(self._conn(), action, fields, anomalies, ts, frame, from_client)
             )
-        )

@@ -3,8 +3,10 @@ connection step, per S7comm-plus PDU."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+from otsentry.dissect.support import standalone
 from otsentry.model import Conn, Direction, Envelope, Event
 
 from .constants import FUNCTIONS, PI_SERVICES
@@ -97,21 +99,6 @@ def half(
     )
 
 
-def cotp(
-    conn: Conn,
-    action: str,
-    rec: dict[str, Any],
-    anomalies: tuple[str, ...],
-    ts: int,
-    frame: int,
-    from_client: bool,
-) -> Event:
-    """A COTP connection step (request, confirm, disconnect, error)."""
-    direction = Direction.REQUEST if from_client else Direction.RESPONSE
-    fields = {**rec, "request_frame" if from_client else "response_frame": frame}
-    return Event(Envelope(ts, conn, PROTOCOL, direction), action, fields, anomalies, "unknown")
-
-
 def plus(
     conn: Conn,
     rec: dict[str, Any],
@@ -129,16 +116,7 @@ def plus(
     return Event(Envelope(ts, conn, PLUS_PROTOCOL, direction), action, fields, anomalies, None)
 
 
-def malformed(
-    conn: Conn,
-    action: str,
-    fields: dict[str, Any],
-    anomalies: tuple[str, ...],
-    ts: int,
-    frame: int,
-    from_client: bool,
-) -> Event:
-    """Bytes that are no decodable TPKT / COTP / S7 PDU."""
-    direction = Direction.REQUEST if from_client else Direction.RESPONSE
-    fields = {**fields, "request_frame" if from_client else "response_frame": frame}
-    return Event(Envelope(ts, conn, PROTOCOL, direction), action, fields, anomalies, "unknown")
+#: bytes that are no decodable PDU (and other one-way records), as one event
+malformed = partial(standalone, PROTOCOL)
+#: a COTP connection step (request, confirm, disconnect, error)
+cotp = malformed

@@ -6,6 +6,7 @@ from __future__ import annotations
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
+from otsentry.dissect.support import SkippedBytes
 from otsentry.model import Direction, Envelope, Event
 
 from . import events
@@ -111,7 +112,7 @@ class S7Session:
         self.plus_s: list[bytes] = []
         #: userdata answers split over several PDUs (SZL lists, block lists), until the last
         self.userdata_parts = UserdataReassembly()
-        self.junk: dict[bool, list[Any]] = {}
+        self.junk = SkippedBytes()
         #: what COTP connection setup said: TSAPs, connection type (pg / op), rack, slot
         self.connection: Record = {}
         self.max_open = ctx.max_open_transactions
@@ -460,9 +461,7 @@ class S7Session:
             self.resync_c = True
         else:
             self.resync_s = True
-        if from_client not in self.junk:
-            sample = bytes(data[start : start + _SAMPLE]).hex()
-            self.junk[from_client] = [0, ts, self.ctx.frame, sample]
+        self.junk.start(from_client, data, start, ts, self.ctx.frame)
         return self._resync(data, start, from_client, ts)
 
     def _resync(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
@@ -495,18 +494,14 @@ class S7Session:
         return keep - start
 
     def _count_junk(self, from_client: bool, n: int) -> None:
-        junk = self.junk.get(from_client)
-        if junk is not None:
-            junk[0] += n
+        self.junk.count(from_client, n)
 
     def _flush_junk(self, from_client: bool) -> None:
-        junk = self.junk.pop(from_client, None)
-        if junk is None:
-            return
-        count, ts, frame, sample = junk
-        fields = {"skipped_bytes": count, "sample": sample}
-        self.ctx.emit(
-            events.malformed(
-                self._conn(), "s7comm-non-s7-payload", fields, _NON_S7, ts, frame, from_client
+        run = self.junk.take(from_client)
+        if run is not None:
+            fields, ts, frame, _why = run
+            self.ctx.emit(
+                events.malformed(
+                    self._conn(), "s7comm-non-s7-payload", fields, _NON_S7, ts, frame, from_client
+                )
             )
-        )
