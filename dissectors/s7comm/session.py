@@ -329,7 +329,10 @@ class S7Session:
             if self.connection:
                 rec["connection"] = self.connection
             self.pdus += 1
-            self._request((False, ref), rec, (), ts, self.ctx.frame)
+            if self.pending or self.pdus >= _PDU_BATCH:
+                self._request((False, ref), rec, (), ts, self.ctx.frame)
+            else:  # nothing waiting (an HMI waits for each answer): nothing to expire
+                self.pending[(False, ref)] = (rec, (), ts, self.ctx.frame)
             return True
         if rosctr != 3 or plen != 2 or off + 12 + plen + dlen != end or data[off + 12] != 0x04:
             return False
