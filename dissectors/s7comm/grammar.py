@@ -38,7 +38,8 @@ U32 = Struct(">I")
 HEADER = Struct(">BBHHHH")  # protocol id, rosctr, redundancy id, pdu reference, param, data
 DATA_ITEM = Struct(">BBH")  # return code, transport size, length
 _DATA_ITEM = DATA_ITEM.unpack_from
-_RC_NAMES = [RETURN_CODES.get(code, "unknown") for code in range(256)]
+#: return code names by code (every byte value)
+RETURN_CODE_NAMES = [RETURN_CODES.get(code, "unknown") for code in range(256)]
 
 NONE: Anomalies = ()
 INVALID_LENGTH: Anomalies = ("s7comm.invalid_length",)
@@ -228,7 +229,7 @@ def _data_items(
         items.append(
             {
                 "return_code": code,
-                "return_code_name": _RC_NAMES[code],
+                "return_code_name": RETURN_CODE_NAMES[code],
                 "transport_size": size,
                 "length": length,
                 "value": data[start : min(start + nbytes, start + MAX_VALUE_BYTES, end)].hex(),

@@ -17,6 +17,7 @@ from .constants import (
     COTP_DT,
     COTP_ER,
     COTP_TYPES,
+    DATA_SIZES_IN_BITS,
     MAX_TSDU,
     S7COMM_ID,
     S7COMM_PLUS_ID,
@@ -24,6 +25,9 @@ from .constants import (
     TPKT_VERSION,
 )
 from .grammar import (
+    DATA_ITEM,
+    MAX_VALUE_BYTES,
+    RETURN_CODE_NAMES,
     TPKT,
     Buffer,
     decode_cotp_connect,
@@ -55,6 +59,7 @@ _TSDU_OVERFLOW = ("s7comm.tsdu_too_long",)
 #: TPKT, a COTP data unit with EOT, and the S7comm header's first ten bytes
 _TPKT_DT_S7 = Struct(">BBHBBBBBHHHH").unpack_from
 _TRANSACTION = Direction.TRANSACTION
+_DATA_ITEM = DATA_ITEM.unpack_from
 _READ_VAR = events.FUNCTION_ACTIONS[0x04]
 _PDU_BATCH = 256
 _MAX_PLUS_PARTS = 64  # TSDUs of one fragmented S7comm-plus PDU kept before it is cut short
@@ -343,14 +348,36 @@ class S7Session:
         req, req_anomalies, req_ts, req_frame = entry
         if req.get("function") != 0x04 or req.get("connection") is not (self.connection or None):
             return False
+        count = data[off + 13]
+        if count == 1 and end - off >= 18:
+            # one item, the usual poll: decoded here as ``read_values`` would
+            code, size, length = _DATA_ITEM(data, off + 14)
+            nbytes = (length + 7) >> 3 if size in DATA_SIZES_IN_BITS else length
+            if off + 18 + nbytes != end:
+                return False
+            stop = off + 18 + (nbytes if nbytes < MAX_VALUE_BYTES else MAX_VALUE_BYTES)
+            values = [
+                {
+                    "return_code": code,
+                    "return_code_name": RETURN_CODE_NAMES[code],
+                    "transport_size": size,
+                    "length": length,
+                    "value": data[off + 18 : stop].hex(),
+                }
+            ]
+        else:
+            decoded: Record = {"item_count": count}
+            if read_values(decoded, data, off + 14, end):
+                return False  # an anomaly: the general path records it
+            values = decoded["values"]
         # the event's fields are the job's with the ack's added: what ``events.transaction``
-        # makes of the two records, built without the ack's own record
-        fields = req.copy()
+        # makes of the two records, written into the job's record (made for this job alone and
+        # about to leave the open-request table)
+        fields = req
         fields["error_class"] = 0
         fields["error_code"] = data[off + 11]
-        fields["item_count"] = data[off + 13]
-        if read_values(fields, data, off + 14, end):
-            return False  # an anomaly: the general path records it
+        fields["item_count"] = count
+        fields["values"] = values
         self.pdus += 1
         del self.pending[key]
         fields["response_rosctr"] = 3
