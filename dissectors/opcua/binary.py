@@ -189,6 +189,15 @@ def _ns(namespace: int) -> str:
     return f"ns={namespace};" if namespace else ""
 
 
+_I16 = I16.unpack_from
+_U16 = U16.unpack_from
+_I32 = I32.unpack_from
+_U32 = U32.unpack_from
+_I64 = I64.unpack_from
+_U64 = U64.unpack_from
+_F64 = F64.unpack_from
+
+
 class Reader:
     """Reads built-in types from ``data[pos:end]``; see the module docstring for the rules."""
 
@@ -255,37 +264,69 @@ class Reader:
 
     # -- numbers -----------------------------------------------------------------------------------
     def boolean(self) -> bool:
-        return self.data[self.take(1)] != 0
+        at = self.pos
+        if at + 1 > self.end:
+            self.take(1)  # raises: truncated
+        self.pos = at + 1
+        return self.data[at] != 0
 
     def byte(self) -> int:
-        return self.data[self.take(1)]
+        at = self.pos
+        if at + 1 > self.end:
+            self.take(1)  # raises: truncated
+        self.pos = at + 1
+        return self.data[at]
 
     def sbyte(self) -> int:
         value: int = I8.unpack_from(self.data, self.take(1))[0]
         return value
 
     def int16(self) -> int:
-        value: int = I16.unpack_from(self.data, self.take(2))[0]
+        at = self.pos
+        if at + 2 > self.end:
+            self.take(2)  # raises: truncated
+        self.pos = at + 2
+        value: int = _I16(self.data, at)[0]
         return value
 
     def uint16(self) -> int:
-        value: int = U16.unpack_from(self.data, self.take(2))[0]
+        at = self.pos
+        if at + 2 > self.end:
+            self.take(2)  # raises: truncated
+        self.pos = at + 2
+        value: int = _U16(self.data, at)[0]
         return value
 
     def int32(self) -> int:
-        value: int = I32.unpack_from(self.data, self.take(4))[0]
+        at = self.pos
+        if at + 4 > self.end:
+            self.take(4)  # raises: truncated
+        self.pos = at + 4
+        value: int = _I32(self.data, at)[0]
         return value
 
     def uint32(self) -> int:
-        value: int = U32.unpack_from(self.data, self.take(4))[0]
+        at = self.pos
+        if at + 4 > self.end:
+            self.take(4)  # raises: truncated
+        self.pos = at + 4
+        value: int = _U32(self.data, at)[0]
         return value
 
     def int64(self) -> int:
-        value: int = I64.unpack_from(self.data, self.take(8))[0]
+        at = self.pos
+        if at + 8 > self.end:
+            self.take(8)  # raises: truncated
+        self.pos = at + 8
+        value: int = _I64(self.data, at)[0]
         return value
 
     def uint64(self) -> int:
-        value: int = U64.unpack_from(self.data, self.take(8))[0]
+        at = self.pos
+        if at + 8 > self.end:
+            self.take(8)  # raises: truncated
+        self.pos = at + 8
+        value: int = _U64(self.data, at)[0]
         return value
 
     def float32(self) -> float:
@@ -293,7 +334,11 @@ class Reader:
         return _float32(value)
 
     def double(self) -> float:
-        value: float = F64.unpack_from(self.data, self.take(8))[0]
+        at = self.pos
+        if at + 8 > self.end:
+            self.take(8)  # raises: truncated
+        self.pos = at + 8
+        value: float = _F64(self.data, at)[0]
         return value
 
     status = uint32
