@@ -16,6 +16,10 @@ from .statuscodes import status_name
 __all__ = ["half", "malformed", "status_name", "transaction"]
 
 PROTOCOL = "opcua"
+#: response fields always kept as response_<key> (the request's own stay as they are)
+_PREFIXED = ("message_type", "service_id", "service", "sequence_number", "nodes")
+#: fields where the response's value is the one that counts
+_RESPONSE_WINS = frozenset(("service_result", "service_result_name", "channel"))
 
 _MESSAGE_ACTIONS = {
     "HEL": "opcua-hello",
@@ -60,14 +64,20 @@ def transaction(
 ) -> Event:
     """A request and its response (or a HEL and its ACK / ERR) as one event; ``security`` adds
     to the server's facts (the security used on a channel, the first time it is known)."""
-    fields = dict(req)
-    for key, value in resp.items():
-        if key in ("message_type", "service_id", "service", "sequence_number", "nodes"):
-            fields["response_" + key] = value
-        elif key not in fields or key in ("service_result", "service_result_name", "channel"):
-            fields[key] = value
-        elif fields[key] != value:
-            fields["response_" + key] = value
+    # the response's fields join the request's; what both have and disagree on is kept twice
+    # (the response's as response_<key>), except the result and the channel, the response's
+    fields = req | resp
+    for key in _PREFIXED:
+        if key in resp:
+            fields["response_" + key] = resp[key]
+            if key in req:
+                fields[key] = req[key]
+            else:
+                del fields[key]
+    for key in req.keys() & resp.keys():
+        if key not in _PREFIXED and key not in _RESPONSE_WINS and req[key] != resp[key]:
+            fields["response_" + key] = resp[key]
+            fields[key] = req[key]
     fields["request_frame"] = req_frame
     fields["response_frame"] = resp_frame
     anomalies = req_anomalies + tuple(a for a in resp_anomalies if a not in req_anomalies)
