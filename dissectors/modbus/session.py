@@ -364,7 +364,7 @@ class ModbusSession:
     def truncated(self, data: bytes, from_client: bool, ts: int) -> None:
         """The connection ended inside an ADU: report what its header said."""
         if (self.resync_c if from_client else self.resync_s) or len(data) < MBAP_LEN:
-            self._count_junk(from_client, len(data))
+            self.junk.count(from_client, len(data))
             return
         tid, pid, length, unit = _MBAP(data, 0)
         fields: Record = {
@@ -429,7 +429,7 @@ class ModbusSession:
                 nxt: int = cand + 6 + U16.unpack_from(data, cand + 4)[0]
                 if nxt + MBAP_LEN + 1 > n or _plausible(data, nxt, from_client):
                     if cand > start:
-                        self._count_junk(from_client, cand - start)
+                        self.junk.count(from_client, cand - start)
                         return cand - start
                     if nxt > n:
                         return n - nxt  # the whole candidate ADU first
@@ -442,14 +442,7 @@ class ModbusSession:
                     return self.parse(data, start, from_client, ts)
             pos = cand + 1
         # nothing yet: keep the last bytes, which may start a header
-        keep = n - MBAP_LEN
-        if keep <= start:
-            return (n - start) - (MBAP_LEN + 1)
-        self._count_junk(from_client, keep - start)
-        return keep - start
-
-    def _count_junk(self, from_client: bool, n: int) -> None:
-        self.junk.count(from_client, n)
+        return self.junk.skip_to_tail(from_client, start, n, MBAP_LEN + 1)
 
     def _flush_junk(self, from_client: bool) -> None:
         run = self.junk.take(from_client)

@@ -526,7 +526,7 @@ class OpcUaSession:
                 nxt: int = pos + HEADER.unpack_from(data, pos)[2]
                 if nxt + HEADER_LEN > n or _plausible(data, nxt):
                     if pos > start:
-                        self._count_junk(from_client, pos - start)
+                        self.junk.count(from_client, pos - start)
                         return pos - start
                     if nxt > n:
                         return n - nxt
@@ -534,14 +534,7 @@ class OpcUaSession:
                     self._flush_junk(from_client)
                     return self.parse(data, start, from_client, ts)
             pos += 1
-        keep = n - (HEADER_LEN - 1)
-        if keep <= start:
-            return (n - start) - HEADER_LEN
-        self._count_junk(from_client, keep - start)
-        return keep - start
-
-    def _count_junk(self, from_client: bool, n: int) -> None:
-        self.junk.count(from_client, n)
+        return self.junk.skip_to_tail(from_client, start, n, HEADER_LEN)
 
     def _flush_junk(self, from_client: bool) -> None:
         run = self.junk.take(from_client)

@@ -506,7 +506,7 @@ class S7Session:
                 nxt: int = hit + TPKT.unpack_from(data, hit)[2]
                 if nxt + _MIN_TPKT > n or _plausible_tpkt(data, nxt):
                     if hit > start:
-                        self._count_junk(from_client, hit - start)
+                        self.junk.count(from_client, hit - start)
                         return hit - start
                     if nxt > n:
                         return n - nxt
@@ -517,14 +517,7 @@ class S7Session:
                     self._flush_junk(from_client)
                     return self.parse(data, start, from_client, ts)
             pos = hit + 1
-        keep = n - (_MIN_TPKT - 1)
-        if keep <= start:
-            return (n - start) - _MIN_TPKT
-        self._count_junk(from_client, keep - start)
-        return keep - start
-
-    def _count_junk(self, from_client: bool, n: int) -> None:
-        self.junk.count(from_client, n)
+        return self.junk.skip_to_tail(from_client, start, n, _MIN_TPKT)
 
     def _flush_junk(self, from_client: bool) -> None:
         run = self.junk.take(from_client)

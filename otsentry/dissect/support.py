@@ -38,6 +38,15 @@ class SkippedBytes:
         if run is not None:
             run[0] += n
 
+    def skip_to_tail(self, from_client: bool, start: int, n: int, header: int) -> int:
+        """No header found in ``data[start:n]``: skip all but the last ``header - 1`` bytes
+        (they may begin one), counting them, or ask for more bytes when there are too few."""
+        keep = n - (header - 1)
+        if keep <= start:
+            return (n - start) - header
+        self.count(from_client, keep - start)
+        return keep - start
+
     def take(self, from_client: bool) -> tuple[dict[str, Any], int, int, tuple[str, ...]] | None:
         """End the direction's run: (fields, ts, frame, why), or None when none was open."""
         run = self._runs.pop(from_client, None)

@@ -39,7 +39,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,10 +379,9 @@ def _adds_bytes(spans: list[tuple[int, int]], start: int, end: int) -> bool:
     return pos < end
 
 
-def run_tshark(tshark: str, path: Path, decode_as: Sequence[int] = ()) -> WsCapture:
-    """Run tshark once over ``path`` and return its Modbus PDUs per frame."""
-    capture = WsCapture(path=Path(path), decode_as=tuple(decode_as))
-    cmd = tshark_command(tshark, Path(path), decode_as)
+def stream_packets(cmd: list[str], consume: Callable[[Iterator[_Pairs]], None]) -> None:
+    """Run a ``tshark -T json`` command with an empty configuration directory and hand its
+    packets, one at a time, to ``consume``; a failing tshark raises with its stderr."""
     with (
         tempfile.TemporaryDirectory(prefix="ws-config-") as confdir,
         tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as errfile,
@@ -399,7 +398,7 @@ def run_tshark(tshark: str, path: Path, decode_as: Sequence[int] = ()) -> WsCapt
         ) as proc:
             assert proc.stdout is not None
             try:
-                parse_packets(_iter_packets(iter(proc.stdout)), capture)
+                consume(_iter_packets(iter(proc.stdout)))
             except BaseException:
                 proc.kill()
                 raise
@@ -408,6 +407,13 @@ def run_tshark(tshark: str, path: Path, decode_as: Sequence[int] = ()) -> WsCapt
         stderr = errfile.read()
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({rc}): {stderr.strip()}")
+
+
+def run_tshark(tshark: str, path: Path, decode_as: Sequence[int] = ()) -> WsCapture:
+    """Run tshark once over ``path`` and return its Modbus PDUs per frame."""
+    capture = WsCapture(path=Path(path), decode_as=tuple(decode_as))
+    cmd = tshark_command(tshark, Path(path), decode_as)
+    stream_packets(cmd, lambda packets: parse_packets(packets, capture))
     return capture
 
 

@@ -64,19 +64,15 @@ the output.
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.dissectors.modbus.wireshark import Segment
+from tests.dissectors.modbus.wireshark import Segment, stream_packets
 from tests.dissectors.modbus.wireshark import _adds_bytes as adds_bytes
 from tests.dissectors.modbus.wireshark import _endpoint as endpoint
 from tests.dissectors.modbus.wireshark import _get as get
-from tests.dissectors.modbus.wireshark import _iter_packets as iter_packets
 from tests.dissectors.modbus.wireshark import _walk as walk
 
 OPCUA_PORT = 4840
@@ -324,31 +320,7 @@ def run_tshark(tshark: str, path: Path, decode_as: Sequence[int] = ()) -> WsCapt
     """Run tshark once over ``path`` and return its OPC UA chunks per frame."""
     capture = WsCapture(path=Path(path), decode_as=tuple(sorted(set(decode_as))))
     cmd = tshark_command(tshark, Path(path), decode_as)
-    with (
-        tempfile.TemporaryDirectory(prefix="ws-config-") as confdir,
-        tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as errfile,
-    ):
-        env = {**os.environ, "WIRESHARK_CONFIG_DIR": confdir}
-        with subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=errfile,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            env=env,
-        ) as proc:
-            assert proc.stdout is not None
-            try:
-                parse_packets(iter_packets(iter(proc.stdout)), capture)
-            except BaseException:
-                proc.kill()
-                raise
-            rc = proc.wait()
-        errfile.seek(0)
-        stderr = errfile.read()
-    if rc != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}): {stderr.strip()}")
+    stream_packets(cmd, lambda packets: parse_packets(packets, capture))
     return capture
 
 
