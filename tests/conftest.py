@@ -41,3 +41,14 @@ def shared_dir() -> Path:
     if not SHARED_PCAPS.is_dir():
         pytest.skip("../shared/pcaps is absent (public captures are not part of a clone)")
     return SHARED_PCAPS
+
+
+def capture_path(capture: str, request: pytest.FixtureRequest) -> Path:
+    """The file behind a ``lab/NAME`` or ``shared/REL`` capture id of a parametrised test; skips
+    when ../shared/pcaps or the file is absent."""
+    kind, _, rel = capture.partition("/")
+    base: Path = request.getfixturevalue("shared_dir") if kind == "shared" else LAB_PCAPS
+    path = base / rel
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path

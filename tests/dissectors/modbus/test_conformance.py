@@ -79,7 +79,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LAB_PCAPS, SHARED_PCAPS, lab_pcaps
+from tests.conftest import LAB_PCAPS, SHARED_PCAPS, capture_path, lab_pcaps
 from tests.dissectors.modbus.wireshark import (
     WsCapture,
     WsPdu,
@@ -127,19 +127,6 @@ def _capture_ids() -> list[str]:
 
 
 CAPTURES = _capture_ids()
-
-
-def _path(capture: str, request: pytest.FixtureRequest) -> Path:
-    """The file behind a capture id; skips when ../shared/pcaps or the file is absent."""
-    kind, _, rel = capture.partition("/")
-    if kind == "shared":
-        base: Path = request.getfixturevalue("shared_dir")
-    else:
-        base = LAB_PCAPS
-    path = base / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
 
 
 # --- our dump ----------------------------------------------------------------------------------
@@ -220,7 +207,7 @@ def _by_frame(pdus: Iterable[OurPdu]) -> dict[int, list[OurPdu]]:
 def _load(
     capture: str, request: pytest.FixtureRequest, tshark: str
 ) -> tuple[Path, WsCapture, tuple[OurPdu, ...]]:
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     decode_as = DECODE_AS.get(capture, ())
     ours = our_pdus(path, decode_as)
     return path, cached_tshark(tshark, path, decode_as), ours
@@ -523,7 +510,7 @@ def test_wire_field_table_covers_tshark(
 ) -> None:
     """Every reference/count field tshark shows is either compared (``WIRE_FIELDS``) or listed in
     ``NOT_COMPARED``: the key drops nothing silently. Checks the reference side only."""
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     ws = cached_tshark(tshark, path, DECODE_AS.get(capture, ()))
     unexpected: Counter[tuple[str | None, int | None, str]] = Counter()
     for p in ws.iter_pdus():
@@ -561,7 +548,7 @@ def test_probe_finds_modbus_tshark_needs_decode_as_for(
 ) -> None:
     """Modbus on a non-standard port: tshark sees none of it without ``-d``, ours finds every PDU
     through its probe (no decode-as), with the same per-frame keys tshark gives *with* ``-d``."""
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     plain = cached_tshark(tshark, path, ())
     forced = cached_tshark(tshark, path, DECODE_AS[capture])
     assert forced.total > 0, f"{path}: tshark finds no Modbus even with decode-as"

@@ -102,7 +102,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LAB_PCAPS, SHARED_PCAPS, lab_pcaps
+from tests.conftest import LAB_PCAPS, SHARED_PCAPS, capture_path, lab_pcaps
 from tests.dissectors.opcua.icsnpp_logs import (
     BROWSE_SERVICE_TYPES,
     ICSNPP_REFERENCES,
@@ -159,19 +159,6 @@ def _capture_ids() -> tuple[list[str], dict[str, tuple[int, ...]]]:
 CAPTURES, DECODE_AS = _capture_ids()
 
 
-def _path(capture: str, request: pytest.FixtureRequest) -> Path:
-    """The file behind a capture id; skips when ../shared/pcaps or the file is absent."""
-    kind, _, rel = capture.partition("/")
-    if kind == "shared":
-        base: Path = request.getfixturevalue("shared_dir")
-    else:
-        base = LAB_PCAPS
-    path = base / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
 # --- our dump ----------------------------------------------------------------------------------
 
 
@@ -201,25 +188,8 @@ class OurMsg:
 
 
 @functools.cache
-def dissector_available() -> bool:
-    """Is an OPC UA dissector registered (our dump can carry ``opcua`` records)?"""
-    try:
-        from otsentry.dissect.registry import default_registry
-
-        return "opcua" in default_registry().dump_protocols
-    except (ImportError, AttributeError):
-        return False
-
-
-def _need_dissector() -> None:
-    if not dissector_available():
-        pytest.skip("no OPC UA dissector registered yet (otsentry.dissectors.opcua)")
-
-
-@functools.cache
 def our_messages(path: Path) -> tuple[OurMsg, ...]:
     """Our dump of ``path`` (OPC UA records, no decode-as), memoised."""
-    _need_dissector()
     from otsentry.dissect.dump import iter_records
 
     out: list[OurMsg] = []
@@ -258,7 +228,7 @@ def _by_frame(msgs: Iterable[OurMsg]) -> dict[int, list[OurMsg]]:
 
 
 def _load(capture: str, request: pytest.FixtureRequest, tshark: str) -> tuple[Path, WsCapture]:
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     return path, cached_tshark(tshark, path, DECODE_AS.get(capture, ()))
 
 
@@ -544,7 +514,7 @@ def test_probe_finds_opcua_tshark_needs_decode_as_for(
     message without decode-as (its probe), with the per-frame keys tshark gives *with* ``-d``."""
     if capture == "(none)":
         pytest.skip("no capture with OPC UA on another port")
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     plain = cached_tshark(tshark, path, ())
     forced = cached_tshark(tshark, path, DECODE_AS[capture])
     assert forced.total > 0, f"{path}: tshark finds no OPC UA even with decode-as"

@@ -87,7 +87,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LAB_PCAPS, SHARED_PCAPS, lab_pcaps
+from tests.conftest import LAB_PCAPS, SHARED_PCAPS, capture_path, lab_pcaps
 from tests.dissectors.s7comm.icsnpp_logs import (
     ICSNPP_REFERENCES,
     IcsnppReference,
@@ -167,19 +167,6 @@ MANIFEST_PLUS_MISCOUNT: dict[str, tuple[int, int]] = {
 }
 
 
-def _path(capture: str, request: pytest.FixtureRequest) -> Path:
-    """The file behind a capture id; skips when ../shared/pcaps or the file is absent."""
-    kind, _, rel = capture.partition("/")
-    if kind == "shared":
-        base: Path = request.getfixturevalue("shared_dir")
-    else:
-        base = LAB_PCAPS
-    path = base / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
 # --- our dump ----------------------------------------------------------------------------------
 
 PROTOCOLS = ("s7comm", "s7comm-plus")
@@ -214,25 +201,8 @@ class OurPdu:
 
 
 @functools.cache
-def dissector_available() -> bool:
-    """Is an S7comm dissector registered (our dump can carry ``s7comm`` records)?"""
-    try:
-        from otsentry.dissect.registry import default_registry
-
-        return "s7comm" in default_registry().dump_protocols
-    except (ImportError, AttributeError):
-        return False
-
-
-def _need_dissector() -> None:
-    if not dissector_available():
-        pytest.skip("no S7comm dissector registered yet (otsentry.dissectors.s7comm)")
-
-
-@functools.cache
 def our_records(path: Path) -> tuple[OurPdu, ...]:
     """Our dump of ``path`` (S7comm and S7comm-plus records), memoised."""
-    _need_dissector()
     from otsentry.dissect.dump import iter_records
 
     out = []
@@ -404,7 +374,7 @@ def render_frame_diff(
 
 
 def _load(capture: str, request: pytest.FixtureRequest, tshark: str) -> tuple[Path, WsCapture]:
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     return path, cached_tshark(tshark, path)
 
 
@@ -615,7 +585,7 @@ def test_plus_walk_equals_manifest(
 ) -> None:
     """The walk's S7comm-plus TSDU count is the MANIFEST's raw count (0 where it names none),
     but where ``MANIFEST_PLUS_MISCOUNT`` pins the MANIFEST wrong."""
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     walked = len(cached_walk(tshark, path).by_protocol(S7COMM_PLUS_ID))
     expected = MANIFEST_PLUS.get(capture, 0)
     if capture in MANIFEST_PLUS_MISCOUNT:
@@ -654,7 +624,7 @@ def _fragments(walk: Walk) -> int:
 def test_plus_count_equals_walk(capture: str, request: pytest.FixtureRequest, tshark: str) -> None:
     """Ours reports one S7comm-plus record per COTP TSDU starting with 0x72, as many as the walk
     counts (the MANIFEST's raw count)."""
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     walk = cached_walk(tshark, path)
     ours = our_plus(path)
     walked = len(walk.by_protocol(S7COMM_PLUS_ID))
@@ -673,7 +643,7 @@ def test_plus_pdus_per_frame_equal_walk(
 ) -> None:
     """Per frame, ours' S7comm-plus (direction, version) multiset equals the walk's (the frame
     delivering a TSDU's last byte; version = the byte after 0x72)."""
-    path = _path(capture, request)
+    path = capture_path(capture, request)
     walk = cached_walk(tshark, path)
     ours = our_plus(path)
     diff = _plus_diff(walk, ours)
@@ -693,7 +663,6 @@ def test_no_s7_in_other_lab_captures(name: str, tshark: str) -> None:
     ws = cached_tshark(tshark, path)
     assert ws.total == 0 and not ws.cotp_types, f"{path}: tshark shows ISO-on-TCP"
     assert cached_walk(tshark, path).tsdus == [], f"{path}: the walk finds COTP TSDUs"
-    _need_dissector()
     assert our_records(path) == ()
 
 
