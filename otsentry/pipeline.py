@@ -71,6 +71,8 @@ class Pipeline:
         self.registry = configured_registry(config, decode_as, registry)
         self.decoder = decoder_for(config)
         self.inventory = Inventory()
+        #: actions that tell the inventory something about a host's role
+        self.role_actions = self.inventory.ROLE_ACTIONS
         self.ndjson = NdjsonSink(out_dir, self._streams(config))
         self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
         #: sinks that take protocol events (documents are built only for them)
@@ -134,6 +136,8 @@ class Pipeline:
         self.counters.events[event.envelope.protocol] += 1
         if event.identity or event.client_identity:
             self._identify(event)
+        if event.action in self.role_actions:
+            self.inventory.observe_event(event)
         if self.event_sinks:
             doc = event_doc(event, self.observer, self.ids)
             for sink in self.event_sinks:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otsentry.flow.table import Flow, ip_text, mac_text
-from otsentry.model import Asset
+from otsentry.model import Asset, Event
 
 _MAX_LISTED = 64  # values kept in a list-valued identity fact
 _MAX_PEERS = 1024  # distinct peers remembered per asset (the count saturates there)
@@ -32,6 +32,9 @@ class _Entry:
 
 class Inventory:
     """Assets keyed by (segment, ip); capped, the least recently updated evicted first."""
+
+    #: event actions ``observe_event`` learns roles from (the pipeline calls it for these only)
+    ROLE_ACTIONS: frozenset[str] = frozenset()
 
     def __init__(self, max_assets: int = 65_536) -> None:
         # least recently updated first: eviction at the cap is O(1)
@@ -97,6 +100,9 @@ class Inventory:
                 facts[name] = old + [v for v in value if v not in old][: _MAX_LISTED - len(old)]
             else:
                 facts[name] = value
+
+    def observe_event(self, event: Event) -> None:
+        """Learn a host role from an event whose action is in ``ROLE_ACTIONS``."""
 
     def assets(self) -> list[Asset]:
         """A snapshot, sorted by segment and address."""

@@ -1,0 +1,1 @@
+"""Rule engine, alerts and evidence: protocol events → alerts."""
