@@ -56,14 +56,48 @@ _FLOODED = ("s7comm.flooded",)
 _NON_S7 = ("s7comm.non_s7_payload",)
 _UNKNOWN_PROTOCOL = ("s7comm.unknown_protocol",)
 _TSDU_OVERFLOW = ("s7comm.tsdu_too_long",)
-#: TPKT, a COTP data unit with EOT, and the S7comm header's first ten bytes
-_TPKT_DT_S7 = Struct(">BBHBBBBBHHHH").unpack_from
+#: TPKT (version, reserved, length), a COTP data unit with EOT, and the S7comm header's first
+#: ten bytes; the constant bytes are compared at once
+_TPKT_DT_S7 = Struct(">HH4sB2xHHH").unpack_from
+_TPKT_V3 = TPKT_VERSION << 8  # version 3, reserved 0
+_DT_EOT_S7 = bytes((2, COTP_DT, 0x80, S7COMM_ID))  # COTP length 2, DT, EOT, protocol id
 _TRANSACTION = Direction.TRANSACTION
 _DATA_ITEM = DATA_ITEM.unpack_from
 _READ_VAR = events.FUNCTION_ACTIONS[0x04]
 _PDU_BATCH = 256
 _MAX_PLUS_PARTS = 64  # TSDUs of one fragmented S7comm-plus PDU kept before it is cut short
 _SAMPLE = 32
+
+
+#: read var ack data (item count and items, as bytes) → its decoded ``values``; the lists are
+#: shared by the events that carry them, read-only like every emitted record
+_ACK_VALUES: dict[bytes, list[Record]] = {}
+_ACK_VALUES_MAX = 4096
+
+
+def _ack_values(data: Buffer, off: int, end: int, count: int) -> list[Record] | None:
+    """The values of the read var ack_data whose S7 header is at ``off``; None on an anomaly."""
+    if count == 1 and end - off >= 18:
+        # one item, the usual poll: decoded here as ``read_values`` would
+        code, size, length = _DATA_ITEM(data, off + 14)
+        nbytes = (length + 7) >> 3 if size in DATA_SIZES_IN_BITS else length
+        if off + 18 + nbytes != end:
+            return None
+        stop = off + 18 + (nbytes if nbytes < MAX_VALUE_BYTES else MAX_VALUE_BYTES)
+        return [
+            {
+                "return_code": code,
+                "return_code_name": RETURN_CODE_NAMES[code],
+                "transport_size": size,
+                "length": length,
+                "value": data[off + 18 : stop].hex(),
+            }
+        ]
+    decoded: Record = {"item_count": count}
+    if read_values(decoded, data, off + 14, end):
+        return None
+    values: list[Record] = decoded["values"]
+    return values
 
 
 def _plausible_tpkt(data: Buffer, pos: int) -> bool:
@@ -131,21 +165,13 @@ class S7Session:
         if self.resync_c if from_client else self.resync_s:
             return self._resync(data, start, from_client, ts)
         avail = len(data) - start
-        version: int
-        reserved: int
         length: int
         if avail >= 24 and self.trace is None:
             # the commonest TPKT: one whole S7comm PDU in one COTP data unit, in one unpack
-            version, reserved, length, li, kind, eot, pid, rosctr, _red, ref, plen, dlen = (
-                _TPKT_DT_S7(data, start)
-            )
+            vr, length, head, rosctr, ref, plen, dlen = _TPKT_DT_S7(data, start)
             if (
-                version == TPKT_VERSION
-                and li == 2
-                and kind == COTP_DT
-                and eot == 0x80
-                and pid == S7COMM_ID
-                and not reserved
+                vr == _TPKT_V3
+                and head == _DT_EOT_S7
                 and length <= avail
                 and not (self.tsdu_c if from_client else self.tsdu_s)
                 and self._read_var(data, start + 7, start + length, ts, rosctr, ref, plen, dlen)
@@ -349,27 +375,17 @@ class S7Session:
         if req.get("function") != 0x04 or req.get("connection") is not (self.connection or None):
             return False
         count = data[off + 13]
-        if count == 1 and end - off >= 18:
-            # one item, the usual poll: decoded here as ``read_values`` would
-            code, size, length = _DATA_ITEM(data, off + 14)
-            nbytes = (length + 7) >> 3 if size in DATA_SIZES_IN_BITS else length
-            if off + 18 + nbytes != end:
-                return False
-            stop = off + 18 + (nbytes if nbytes < MAX_VALUE_BYTES else MAX_VALUE_BYTES)
-            values = [
-                {
-                    "return_code": code,
-                    "return_code_name": RETURN_CODE_NAMES[code],
-                    "transport_size": size,
-                    "length": length,
-                    "value": data[off + 18 : stop].hex(),
-                }
-            ]
-        else:
-            decoded: Record = {"item_count": count}
-            if read_values(decoded, data, off + 14, end):
+        # the ack's data items (and their count), as bytes: polls answer the same values again
+        # and again, so their decoded form is looked up rather than built
+        key_bytes = bytes(data[off + 13 : end])
+        values = _ACK_VALUES.get(key_bytes)
+        if values is None:
+            values = _ack_values(data, off, end, count)
+            if values is None:
                 return False  # an anomaly: the general path records it
-            values = decoded["values"]
+            if len(_ACK_VALUES) >= _ACK_VALUES_MAX:
+                _ACK_VALUES.clear()
+            _ACK_VALUES[key_bytes] = values
         # the event's fields are the job's with the ack's added: what ``events.transaction``
         # makes of the two records, written into the job's record (made for this job alone and
         # about to leave the open-request table)
