@@ -23,9 +23,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 __all__ = [
     "DEFAULT_PROTOCOLS",
     "KNOWN_PROTOCOLS",
+    "AlertsConfig",
     "Config",
     "ConfigError",
     "DecodeAs",
+    "DetectionConfig",
+    "EvidenceConfig",
     "IPAddress",
     "IPNetwork",
     "Limits",
@@ -141,6 +144,36 @@ class DecodeAs:
     protocol: str
 
 
+@dataclass(frozen=True, slots=True)
+class DetectionConfig:
+    """The rule engine: extra rule files or directories (relative paths are relative to the CWD),
+    whether the built-in pack loads, and rule ids left out."""
+
+    rules: tuple[Path, ...] = ()
+    builtin_rules: bool = True
+    disabled_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceConfig:
+    """Evidence pcaps: the triggering flow's packets around each alert."""
+
+    enabled: bool = True
+    packets_before: int = 20  # packets of the flow before the trigger
+    packets_after: int = 10  # and after it
+    ring_packets: int = 20_000  # recent frames held to pick them from
+    max_files: int = 1000  # evidence files written per run
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Alert aggregation: repeats of a rule between the same two hosts within
+    ``aggregation_window`` seconds (packet time) of its first match make one alert."""
+
+    aggregation_window: float = 60.0
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+
+
 #: The protocol settings used when the file does not mention a protocol.
 DEFAULT_PROTOCOLS: Final = (
     ProtocolConfig("modbus", (502,)),
@@ -204,6 +237,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     protocols: tuple[ProtocolConfig, ...] = DEFAULT_PROTOCOLS
     decode_as: tuple[DecodeAs, ...] = ()
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     _segment_index: _SegmentIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -334,7 +369,16 @@ class _Reader:
     def config(self, root: Node | None) -> Config:
         if root is None or (isinstance(root, ScalarNode) and root.tag == _TAG_NULL):
             return Config()
-        sections = ("sensor", "segments", "outputs", "limits", "protocols", "decode_as")
+        sections = (
+            "sensor",
+            "segments",
+            "outputs",
+            "limits",
+            "protocols",
+            "decode_as",
+            "detection",
+            "alerts",
+        )
         if not isinstance(root, MappingNode) or root.tag != _TAG_MAP:
             raise self.error(
                 root,
@@ -351,6 +395,8 @@ class _Reader:
             limits=self.limits(found.get("limits")),
             protocols=protocols,
             decode_as=self.decode_as(found.get("decode_as"), protocols),
+            detection=self.detection(found.get("detection")),
+            alerts=self.alerts(found.get("alerts")),
         )
 
     def sensor(self, node: Node | None) -> SensorConfig:
@@ -490,6 +536,52 @@ class _Reader:
             result[rule.port] = rule
         return tuple(result.values())
 
+    def detection(self, node: Node | None) -> DetectionConfig:
+        found = self.fields(node, "detection", ("rules", "builtin_rules", "disabled_rules"))
+        rules = tuple(
+            Path(self.text(item, f"detection.rules[{i}]")).expanduser()
+            for i, item in enumerate(self.items(found.get("rules"), "detection.rules"))
+        )
+        disabled: list[str] = []
+        for i, item in enumerate(
+            self.items(found.get("disabled_rules"), "detection.disabled_rules")
+        ):
+            rule_id = self.text(item, f"detection.disabled_rules[{i}]").strip()
+            if rule_id in disabled:
+                raise self.error(
+                    item, f"detection.disabled_rules[{i}]", f"{rule_id} is listed twice"
+                )
+            disabled.append(rule_id)
+        return DetectionConfig(
+            rules=rules,
+            builtin_rules=self.flag(found, "detection.builtin_rules", True),
+            disabled_rules=tuple(disabled),
+        )
+
+    def alerts(self, node: Node | None) -> AlertsConfig:
+        found = self.fields(node, "alerts", ("aggregation_window", "evidence"))
+        window = AlertsConfig().aggregation_window
+        if "aggregation_window" in found:
+            window = self.number(found["aggregation_window"], "alerts.aggregation_window", 0.0)
+        return AlertsConfig(
+            aggregation_window=window, evidence=self.evidence(found.get("evidence"))
+        )
+
+    def evidence(self, node: Node | None) -> EvidenceConfig:
+        key = "alerts.evidence"
+        defaults = EvidenceConfig()
+        names = tuple(f.name for f in dataclasses.fields(EvidenceConfig))
+        changes: dict[str, Any] = {}
+        for name, value in self.fields(node, key, names).items():
+            path = f"{key}.{name}"
+            if name == "enabled":
+                changes[name] = self.boolean(value, path)
+            elif name == "ring_packets":
+                changes[name] = self.integer(value, path, 1, None, "a positive integer")
+            else:
+                changes[name] = self.integer(value, path, 0, None, "an integer >= 0")
+        return dataclasses.replace(defaults, **changes)
+
     # -- structure ---------------------------------------------------------------------------
 
     def mapping(self, node: Node | None, key: str) -> list[tuple[str, Node, Node]]:
@@ -569,6 +661,18 @@ class _Reader:
             if math.isfinite(value) and value > 0:
                 return value
         raise self.error(node, key, f"expected a positive number, got {_describe(node)}")
+
+    def number(self, node: Node, key: str, low: float) -> float:
+        """A finite number >= ``low``."""
+        if (
+            isinstance(node, ScalarNode)
+            and node.tag in (_TAG_INT, _TAG_FLOAT)
+            and len(node.value) <= 64
+        ):
+            value = float(self.constructor.construct_object(node))
+            if math.isfinite(value) and value >= low:
+                return value
+        raise self.error(node, key, f"expected a number >= {low:g}, got {_describe(node)}")
 
     def network(self, node: Node, key: str) -> IPNetwork:
         if not isinstance(node, ScalarNode) or node.tag != _TAG_STR:

@@ -168,7 +168,11 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
 
 
 def alert_doc(alert: Alert, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
-    """An alert (``event.kind: alert``) shaped for Elastic Security's external alerts."""
+    """An alert (``event.kind: alert``) shaped for Elastic Security's external alerts.
+
+    ``@timestamp`` and ``event.start`` are the trigger's packet time, ``event.end`` the last
+    folded event's; the trigger's flow, ``event.action`` and protocol record come along.
+    """
     trigger = alert.events[0] if alert.events else None
     protocol = trigger.envelope.protocol if trigger else ""
     flow = trigger.envelope.conn.community_id if trigger else ""
@@ -182,6 +186,8 @@ def alert_doc(alert: Alert, observer: Mapping[str, Any], ids: DocumentIds) -> di
         "risk_score": alert.risk_score,
         "id": ids.next("alert", alert.ts, flow),
         "created": iso_time(time.time_ns()),
+        "start": iso_time(alert.ts),
+        "end": iso_time(alert.last_ts if alert.last_ts is not None else alert.ts),
     }
     if trigger is not None:
         event["action"] = trigger.action
@@ -205,34 +211,51 @@ def alert_doc(alert: Alert, observer: Mapping[str, Any], ids: DocumentIds) -> di
         "rule": rule,
     }
     if alert.techniques:
-        tactic_ids = sorted({t for tech in alert.techniques for t in tech.tactic_ids})
-        tactic_names = sorted({t for tech in alert.techniques for t in tech.tactic_names})
-        doc["threat"] = {
-            "framework": THREAT_FRAMEWORK,
-            "tactic": {"id": tactic_ids, "name": tactic_names},
-            "technique": {
-                "id": [t.id for t in alert.techniques],
-                "name": [t.name for t in alert.techniques],
-                "reference": [
-                    f"https://attack.mitre.org/techniques/{t.id.replace('.', '/')}/"
-                    for t in alert.techniques
-                ],
-            },
-        }
+        doc["threat"] = _threat(alert)
     if trigger is not None:
         doc.update(_common(trigger.envelope.conn, protocol, observer))
-        doc["otsentry"] = {protocol: dict(trigger.fields)}
+        record: dict[str, Any] = dict(trigger.fields)
+        record["direction"] = str(trigger.envelope.direction)
+        if trigger.anomalies:
+            record["anomalies"] = list(trigger.anomalies)
+        doc["otsentry"] = {protocol: record}
     else:
         doc["observer"] = dict(observer)
-    extra: dict[str, Any] = {"alert": {"kind": str(alert.kind), "count": alert.count}}
+        doc["tags"] = ["ics", "otsentry"]
+    doc["tags"].extend(tag for tag in alert.tags if tag not in doc["tags"])
+    summary: dict[str, Any] = {"kind": str(alert.kind), "count": alert.count}
     if alert.attack_version:
-        extra["alert"]["attack_version"] = alert.attack_version
+        summary["attack_version"] = alert.attack_version
+    if alert.group:
+        summary["group"] = dict(alert.group)
+    extra: dict[str, Any] = {"alert": summary}
     if alert.anomaly is not None:
         extra["anomaly"] = dict(alert.anomaly)
     if alert.evidence_pcap:
         extra["evidence"] = {"pcap": alert.evidence_pcap}
     doc.setdefault("otsentry", {}).update(extra)
     return doc
+
+
+def _threat(alert: Alert) -> dict[str, Any]:
+    """``threat.*``: ATT&CK for ICS tactics (each once, in the order first met) and techniques."""
+    tactics: dict[str, str] = {}
+    for tech in alert.techniques:
+        names = tech.tactic_names
+        for i, tactic_id in enumerate(tech.tactic_ids):
+            tactics.setdefault(tactic_id, names[i] if i < len(names) else "")
+    return {
+        "framework": THREAT_FRAMEWORK,
+        "tactic": {"id": list(tactics), "name": list(tactics.values())},
+        "technique": {
+            "id": [t.id for t in alert.techniques],
+            "name": [t.name for t in alert.techniques],
+            "reference": [
+                f"https://attack.mitre.org/techniques/{t.id.replace('.', '/')}/"
+                for t in alert.techniques
+            ],
+        },
+    }
 
 
 def asset_doc(asset: Asset, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:

@@ -111,6 +111,12 @@ class Alert:
     anomaly: Mapping[str, Any] | None = None  # kind, baseline id/version, expected, observed…
     rule_reference: str | None = None
     rule_category: str | None = None
+    #: packet time of the last event folded into an aggregated alert (``ts`` is the first's)
+    last_ts: int | None = None
+    #: the rule's tags (``attack.t0814``), added to the document's ``tags``
+    tags: tuple[str, ...] = ()
+    #: a correlation rule's group-by values, as (field, value) pairs
+    group: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,12 @@ import pytest
 from otsentry import config as config_module
 from otsentry.config import (
     DEFAULT_PROTOCOLS,
+    AlertsConfig,
     Config,
     ConfigError,
     DecodeAs,
+    DetectionConfig,
+    EvidenceConfig,
     Limits,
     OutputsConfig,
     ProtocolConfig,
@@ -247,7 +250,7 @@ def test_unknown_top_level_key_message() -> None:
         """)
     assert str(error) == (
         "otsentry.yaml:2: unknown key 'outptus' "
-        "(expected one of: sensor, segments, outputs, limits, protocols, decode_as)"
+        "(expected one of: sensor, segments, outputs, limits, protocols, decode_as, detection, alerts)"
     )
 
 
@@ -695,3 +698,79 @@ def test_parse_decode_as_rejects(spec: str, fragment: str) -> None:
     message = str(info.value)
     assert message.startswith(f"--decode-as: {spec!r}")
     assert fragment in message
+
+
+# -- detection and alerts ---------------------------------------------------------------------
+
+
+def test_detection_and_alerts_defaults() -> None:
+    config = Config()
+    assert config.detection == DetectionConfig((), True, ())
+    assert config.alerts == AlertsConfig(60.0, EvidenceConfig(True, 20, 10, 20_000, 1000))
+
+
+def test_detection_and_alerts_sections() -> None:
+    config = parse("""\
+        detection:
+          rules: [site-rules/, ~/extra.yml]
+          builtin_rules: false
+          disabled_rules: [OTS-MODBUS-DEVICE-IDENTIFICATION]
+        alerts:
+          aggregation_window: 2.5
+          evidence: {enabled: false, packets_before: 0, packets_after: 3, ring_packets: 50, max_files: 0}
+        """)
+    assert config.detection == DetectionConfig(
+        (Path("site-rules"), Path("~/extra.yml").expanduser()),
+        False,
+        ("OTS-MODBUS-DEVICE-IDENTIFICATION",),
+    )
+    assert config.alerts == AlertsConfig(2.5, EvidenceConfig(False, 0, 3, 50, 0))
+    assert parse("alerts: {aggregation_window: 0}").alerts.aggregation_window == 0.0
+    assert parse("alerts: {evidence: {max_files: 7}}").alerts.evidence == EvidenceConfig(
+        max_files=7
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("detection:\n  rule: [x]\n", "otsentry.yaml:2: detection: unknown key 'rule'"),
+        ("detection:\n  rules: x.yml\n", "otsentry.yaml:2: detection.rules: expected a list"),
+        (
+            "detection:\n  rules: ['']\n",
+            "otsentry.yaml:2: detection.rules[0]: expected a non-empty",
+        ),
+        (
+            "detection:\n  builtin_rules: 1\n",
+            "otsentry.yaml:2: detection.builtin_rules: expected true or false",
+        ),
+        (
+            "detection:\n  disabled_rules: [A, B, A]\n",
+            "otsentry.yaml:2: detection.disabled_rules[2]: A is listed twice",
+        ),
+        (
+            "alerts:\n  aggregation_window: -1\n",
+            "otsentry.yaml:2: alerts.aggregation_window: expected a number >= 0, got -1",
+        ),
+        (
+            "alerts:\n  aggregation_window: .inf\n",
+            "otsentry.yaml:2: alerts.aggregation_window: expected a number >= 0",
+        ),
+        (
+            "alerts:\n  evidence:\n    ring_packets: 0\n",
+            "otsentry.yaml:3: alerts.evidence.ring_packets: expected a positive integer, got 0",
+        ),
+        (
+            "alerts:\n  evidence:\n    packets_before: -2\n",
+            "otsentry.yaml:3: alerts.evidence.packets_before: expected an integer >= 0",
+        ),
+        (
+            "alerts:\n  evidence:\n    enabled: yes please\n",
+            "otsentry.yaml:3: alerts.evidence.enabled: expected true or false",
+        ),
+        ("alerts:\n  evidence: [1]\n", "otsentry.yaml:2: alerts.evidence: expected a mapping"),
+        ("alerts:\n  window: 3\n", "otsentry.yaml:2: alerts: unknown key 'window'"),
+    ],
+)
+def test_detection_and_alerts_errors(text: str, where: str) -> None:
+    assert str(parse_error(text)).startswith(where)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from otsentry.ecs import DocumentIds, _common, event_doc, observer_doc
-from otsentry.model import Conn, Direction, Envelope, Event
+from otsentry.ecs import DocumentIds, _common, alert_doc, event_doc, observer_doc
+from otsentry.model import Alert, AlertKind, Conn, Direction, Envelope, Event, Technique
 from otsentry.sinks.ndjson import ndjson_line
 
 CONN = Conn(
@@ -65,3 +65,126 @@ def test_ndjson_line_is_the_document_as_json() -> None:
             assert 'Schnëider \\"SE\\"'.encode() in line  # UTF-8 as is, quotes escaped
         expected: dict[str, Any] = json.loads(json.dumps(doc, default=str))
         assert json.loads(line) == expected
+
+
+# -- alert documents ---------------------------------------------------------------------------
+
+
+def rule_alert(**changes: Any) -> Alert:
+    t0814 = Technique("T0814", "Denial of Service", ("TA0107",), ("Inhibit Response Function",))
+    t0855 = Technique(
+        "T1692.001", "Unauthorized Command Message", ("TA0106",), ("Impair Process Control",)
+    )
+    values: dict[str, Any] = {
+        "ts": 1_700_000_000_123_456_789,
+        "kind": AlertKind.RULE,
+        "rule_id": "OTS-MODBUS-FORCE-LISTEN-ONLY",
+        "rule_name": "Modbus force listen-only mode",
+        "rule_version": "2",
+        "severity": 73,
+        "risk_score": 73.0,
+        "message": "Modbus force listen-only mode from 10.0.0.5 to 10.0.0.9 unit 1",
+        "events": (events()[0],),
+        "techniques": (t0814, t0855),
+        "attack_version": "18.0",
+        "reason": "FC 8 sub-function 4 silences the server",
+        "count": 3,
+        "evidence_pcap": "evidence/x.pcap",
+        "rule_reference": "https://attack.mitre.org/techniques/T0814/",
+        "rule_category": "Inhibit Response Function",
+        "last_ts": 1_700_000_042_000_000_000,
+        "tags": ("attack.t0814", "ics"),
+        "group": (("source.ip", "10.0.0.5"), ("destination.ip", "10.0.0.9")),
+    }
+    values.update(changes)
+    return Alert(**values)
+
+
+def test_alert_document_follows_the_ecs_contract() -> None:
+    doc = alert_doc(rule_alert(), OBSERVER, DocumentIds("plant1"))
+    assert doc["@timestamp"] == "2023-11-14T22:13:20.123456Z"
+    assert doc["message"] == "Modbus force listen-only mode from 10.0.0.5 to 10.0.0.9 unit 1"
+    event = doc["event"]
+    assert (event["kind"], event["category"], event["type"]) == (
+        "alert",
+        ["network", "intrusion_detection"],
+        ["info"],
+    )
+    assert (event["start"], event["end"]) == (doc["@timestamp"], "2023-11-14T22:14:02.000000Z")
+    assert event["action"] == "modbus-read-holding-registers"
+    assert (event["severity"], event["risk_score"]) == (73, 73.0)
+    assert event["reason"] == "FC 8 sub-function 4 silences the server"
+    assert doc["rule"] == {
+        "id": "OTS-MODBUS-FORCE-LISTEN-ONLY",
+        "name": "Modbus force listen-only mode",
+        "version": "2",
+        "ruleset": "otsentry-ics",
+        "reference": "https://attack.mitre.org/techniques/T0814/",
+        "category": "Inhibit Response Function",
+    }
+    assert doc["threat"] == {
+        "framework": "MITRE ATT&CK for ICS",
+        "tactic": {
+            "id": ["TA0107", "TA0106"],
+            "name": ["Inhibit Response Function", "Impair Process Control"],
+        },
+        "technique": {
+            "id": ["T0814", "T1692.001"],
+            "name": ["Denial of Service", "Unauthorized Command Message"],
+            "reference": [
+                "https://attack.mitre.org/techniques/T0814/",
+                "https://attack.mitre.org/techniques/T1692/001/",
+            ],
+        },
+    }
+    # the trigger's flow and protocol record, as in its event document
+    common = _common(CONN, "modbus", OBSERVER)
+    assert {k: doc[k] for k in common if k != "tags"} == {
+        k: v for k, v in common.items() if k != "tags"
+    }
+    assert doc["tags"] == ["ics", "modbus", "otsentry", "attack.t0814"]
+    assert doc["otsentry"]["modbus"] == {
+        "unit_id": 1,
+        "values": [1, 2],
+        "objects": {"vendor_name": 'Schnëider "SE"'},
+        "direction": "transaction",
+        "anomalies": ["modbus.value_mismatch"],
+    }
+    assert doc["otsentry"]["alert"] == {
+        "kind": "rule",
+        "count": 3,
+        "attack_version": "18.0",
+        "group": {"source.ip": "10.0.0.5", "destination.ip": "10.0.0.9"},
+    }
+    assert doc["otsentry"]["evidence"] == {"pcap": "evidence/x.pcap"}
+    json.loads(ndjson_line(doc))  # serialisable as it is
+
+
+def test_alert_document_without_extras() -> None:
+    alert = rule_alert(
+        kind=AlertKind.ANOMALY,
+        techniques=(),
+        reason=None,
+        evidence_pcap=None,
+        rule_reference=None,
+        rule_category=None,
+        last_ts=None,
+        tags=(),
+        group=(),
+        count=1,
+    )
+    doc = alert_doc(alert, OBSERVER, DocumentIds("plant1"))
+    assert doc["rule"]["ruleset"] == "otsentry-anomaly"
+    assert "threat" not in doc and "reason" not in doc["event"]
+    assert doc["event"]["end"] == doc["event"]["start"] == doc["@timestamp"]
+    assert doc["otsentry"]["alert"] == {"kind": "anomaly", "count": 1, "attack_version": "18.0"}
+    assert "evidence" not in doc["otsentry"]
+    assert doc["tags"] == ["ics", "modbus", "otsentry"]
+    # the event documents' shared tags list is not touched by an alert's
+    assert _common(CONN, "modbus", OBSERVER)["tags"] == ["ics", "modbus", "otsentry"]
+
+
+def test_alert_ids_are_deterministic() -> None:
+    first = [alert_doc(rule_alert(ts=t), OBSERVER, DocumentIds("p"))["event"]["id"] for t in (1, 2)]
+    again = [alert_doc(rule_alert(ts=t), OBSERVER, DocumentIds("p"))["event"]["id"] for t in (1, 2)]
+    assert first == again and len(set(first)) == 2
