@@ -45,6 +45,8 @@ class Scenario:
     tshark_args: tuple[str, ...] = ()
     #: display filter of the frames that may be malformed on purpose ("": none may be)
     malformed_ok: str = ""
+    #: a host whose frames may carry other stations' addresses (ARP spoofing, forwarding)
+    impersonator: str = ""
 
     @property
     def file(self) -> str:
@@ -114,6 +116,10 @@ def _modbus_hmi(**extra: Any) -> Proc:
 _MODBUS_NORMAL_FCS = (1, 2, 3, 4, 5, 6, 15, 16)
 
 _ATT, _PLC1, _RTU1 = _ip("attacker"), _ip("plc1"), _ip("rtu1")
+#: a curl-style HTTP request, sent to ICS ports
+_HTTP_GET = (
+    "GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"
+)
 _FROM_ATT = f"ip.src == {_ATT} && tcp.dstport == 502"
 
 #: what the attack capture must show, step by step (see pcaps/README.md)
@@ -154,6 +160,76 @@ MODBUS_ATTACKS = {
     "raw: HTTP GET to port 502": f"http.request && {_FROM_ATT}",
 }
 
+
+#: what the abuse capture must show, step by step (see pcaps/README.md)
+MODBUS_ABUSE = {
+    "FC8 sub 0x0A clear counters": f"modbus.func_code == 8 && modbus.diagnostic_code == 10"
+    f" && {_FROM_ATT}",
+    "FC8 sub 0x14 clear overrun counter": f"modbus.func_code == 8 && modbus.diagnostic_code == 20"
+    f" && {_FROM_ATT}",
+    "brute force: FC5 coil 2": f"modbus.func_code == 5 && modbus.reference_num == 2 && {_FROM_ATT}",
+    "brute force: FC6 HR 4": f"modbus.func_code == 6 && modbus.reference_num == 4 && {_FROM_ATT}",
+    "unit sweep: unit 31 to plc1": f"mbtcp.unit_id == 31 && ip.dst == {_PLC1} && {_FROM_ATT}",
+    "unit sweep: exception 04 from plc1": f"modbus.exception_code == 4 && ip.src == {_PLC1}",
+    "unit sweep: unit 31 to rtu1": f"mbtcp.unit_id == 31 && ip.dst == {_RTU1} && {_FROM_ATT}",
+    "pipelined flood: 16 requests in one segment": f"ip.dst == {_RTU1} && {_FROM_ATT}"
+    " && tcp.len == 192",
+    "parameter flood: exception 06 busy": f"modbus.exception_code == 6 && ip.dst == {_ATT}",
+    "parameter write: exception 05 acknowledge": f"modbus.exception_code == 5 && ip.dst == {_ATT}",
+    **{
+        f"UMAS {name}": f"modbus.func_code == 90 && tcp.payload[9:1] == {code:02x} && {_FROM_ATT}"
+        for name, code in (
+            ("stop PLC", 0x41),
+            ("start PLC", 0x40),
+            ("init download", 0x33),
+            ("init upload", 0x30),
+            ("reservation", 0x10),
+        )
+    },
+    "UMAS answered 0xFE": f"modbus.func_code == 90 && tcp.payload[9:1] == fe && ip.dst == {_ATT}",
+}
+
+_OPCSRV_IP, _HMI_IP = _ip("opcsrv"), _ip("hmi")
+_ATT_MAC = HOSTS["attacker"].mac
+_SYN_FROM_ATT = f"ip.src == {_ATT} && tcp.flags.syn == 1 && tcp.flags.ack == 0"
+#: the subnet the sweep covers: .1 to .SWEEP_LAST (the plant's stations and empty addresses)
+SWEEP_LAST = 24
+#: what the network attack capture must show (see pcaps/README.md)
+NETWORK_ATTACKS = {
+    **{
+        f"sweep: SYN to {host}:{port}": f"{_SYN_FROM_ATT} && ip.dst == {_ip(host)}"
+        f" && tcp.dstport == {port}"
+        for host in ("plc1", "plc2", "opcsrv", "rtu1", "hmi")
+        for port in (502, 102, 4840)
+    },
+    "sweep: ARP for an empty address": f"arp.opcode == 1 && eth.src == {_ATT_MAC}"
+    " && arp.dst.proto_ipv4 == 10.10.30.1",
+    "sweep: RST from a closed ICS port": f"ip.src == {_PLC1} && tcp.srcport == 102"
+    " && tcp.flags.reset == 1",
+    "scan: SYN to plc2:44818 (EtherNet/IP)": f"{_SYN_FROM_ATT} && ip.dst == {_ip('plc2')}"
+    " && tcp.dstport == 44818",
+    "scan: SYN to plc2:20000 (DNP3)": f"{_SYN_FROM_ATT} && ip.dst == {_ip('plc2')}"
+    " && tcp.dstport == 20000",
+    # tshark reads these as TPKT and OPC UA: the payload, not the http dissector, shows them
+    "payload: HTTP to S7 port 102": f"ip.dst == {_ip('plc2')} && tcp.dstport == 102"
+    ' && tcp.payload contains "GET / HTTP/1.1"',
+    "payload: HTTP to OPC UA port 4840": f"ip.dst == {_OPCSRV_IP} && tcp.dstport == 4840"
+    ' && tcp.payload contains "GET / HTTP/1.1"',
+    "payload: SSH banner to Modbus port 502": 'tcp.dstport == 502 && tcp.payload contains "SSH-2.0"',
+    "ARP spoofing: gratuitous reply claiming plc1": f"arp.opcode == 2 && eth.src == {_ATT_MAC}"
+    f" && arp.src.proto_ipv4 == {_PLC1} && arp.src.hw_mac == {_ATT_MAC}"
+    " && eth.dst == ff:ff:ff:ff:ff:ff",
+    "ARP spoofing: reply to the HMI claiming plc1": f"arp.opcode == 2 && eth.src == {_ATT_MAC}"
+    f" && arp.src.proto_ipv4 == {_PLC1} && arp.src.hw_mac == {_ATT_MAC}"
+    f" && arp.dst.proto_ipv4 == {_HMI_IP}",
+    "ARP spoofing: HMI's Modbus sent to the attacker's MAC": f"mbtcp && ip.src == {_HMI_IP}"
+    f" && ip.dst == {_PLC1} && eth.dst == {_ATT_MAC}",
+    # the SPAN port sees each of them twice; tshark calls the forwarded copy a retransmission
+    "ARP spoofing: forwarded to plc1 by the attacker": f"ip.src == {_HMI_IP} && ip.dst == {_PLC1}"
+    f" && eth.src == {_ATT_MAC} && tcp.dstport == 502 && tcp.len > 0",
+    "ARP spoofing: restored": f"arp.opcode == 2 && eth.src == {_ATT_MAC}"
+    f" && arp.src.proto_ipv4 == {_PLC1} && arp.src.hw_mac == {HOSTS['plc1'].mac}",
+}
 
 _ENG, _PLC2 = _ip("eng"), _ip("plc2")
 _ENG_JOB = f"ip.src == {_ENG} && s7comm.header.rosctr == 1"
@@ -239,6 +315,29 @@ S7_ENGINEERING_MALFORMED = (
     f' || ({_ENG_JOB} && s7comm.param.func == 0x28 && tcp.payload contains "_DELE")'
 )
 
+_ATT_JOB = f"ip.src == {_ATT} && s7comm.header.rosctr == 1"
+_ATT_UD = f"ip.src == {_ATT} && s7comm.header.rosctr == 7"
+#: what the S7 attack capture must show (see pcaps/README.md)
+S7_ATTACKS = {
+    "attacker connect: COTP CR to TSAP 0x0102 (PG)": f"cotp.type == 0x0e && ip.src == {_ATT}"
+    " && cotp.dst-tsap-bytes == 01:02",
+    "attacker read SZL 0x0011": f"{_ATT_UD} && s7comm.data.userdata.szl_id == 0x0011",
+    "attacker read SZL 0x001C": f"{_ATT_UD} && s7comm.data.userdata.szl_id == 0x001c",
+    "attacker PLC stop": f"{_ATT_JOB} && s7comm.param.func == 0x29",
+    "attacker PI _DELE (S7 encoding)": f'{_ATT_JOB} && s7comm.param.pistart.servicename == "_DELE"'
+    ' && s7comm.param.blockcontrol.filename == "0A00010B"',
+    "attacker force (group 1 / 9)": f"{_ATT_UD} && s7comm.param.userdata.funcgroup == 1"
+    " && s7comm.param.userdata.subfunc == 9",
+    "attacker modify variable (group 1 / 8)": f"{_ATT_UD} && s7comm.param.userdata.funcgroup == 1"
+    " && s7comm.param.userdata.subfunc == 8",
+    "attacker cold start": f'{_ATT_JOB} && s7comm.param.pistart.servicename == "P_PROGRAM"'
+    ' && s7comm.param.pistart.argument == "C "',
+    "attacker PI start": f'{_ATT_JOB} && s7comm.param.pistart.servicename == "P_PROGRAM"'
+    " && s7comm.param.func == 0x28",
+    "HMI read var DB1": f"ip.src == {_ip('hmi')} && s7comm.param.func == 0x04"
+    " && s7comm.param.item.db == 1",
+}
+
 _OPCSRV, _HMI = _ip("opcsrv"), _ip("hmi")
 _UA_FROM_ATT = f"opcua && ip.src == {_ATT}"
 _UA_TO_ATT = f"opcua && ip.src == {_OPCSRV} && ip.dst == {_ATT}"
@@ -289,6 +388,33 @@ OPCUA_ATTACKS = {
     f" && opcua.Results == {BAD_TYPE_MISMATCH:#x}",
     "attacker Call": f"{_UA_FROM_ATT} && {_service(712)}",
     "Call response": f"{_UA_TO_ATT} && {_service(715)}",
+}
+
+BAD_IDENTITY_TOKEN_REJECTED = 0x80210000
+_POLICY = "http://opcfoundation.org/UA/SecurityPolicy#"
+#: the passwords the authentication attack guesses for "operator"
+GUESSES = ["operator", "Operator1", "admin", "password", "123456", "plant30"]
+#: what the OPC UA authentication capture must show (see pcaps/README.md)
+OPCUA_AUTH = {
+    "attacker FindServers": f"{_UA_FROM_ATT} && {_service(422)}",
+    "FindServers response": f"{_UA_TO_ATT} && {_service(425)}",
+    "attacker GetEndpoints": f"{_UA_FROM_ATT} && {_service(428)}",
+    "endpoint with Basic128Rsa15": f'{_UA_TO_ATT} && opcua.SecurityPolicyUri == "{_POLICY}Basic128Rsa15"',
+    "endpoint with Basic256": f'{_UA_TO_ATT} && opcua.SecurityPolicyUri == "{_POLICY}Basic256"',
+    "attacker anonymous ActivateSession": f"{_UA_FROM_ATT} && {_service(467)} && !opcua.UserName",
+    "refused: BadIdentityTokenRejected": f"{_UA_TO_ATT} && {_service(397)}"
+    f" && opcua.ServiceResult == {BAD_IDENTITY_TOKEN_REJECTED:#x}",
+    "attacker ActivateSession as operator": f"{_UA_FROM_ATT} && {_service(467)}"
+    ' && opcua.UserName == "operator"',
+    "refused: BadUserAccessDenied": f"{_UA_TO_ATT} && {_service(397)}"
+    f" && opcua.ServiceResult == {BAD_USER_ACCESS_DENIED:#x}",
+    "HMI ActivateSession as operator": f"{_UA_FROM_HMI} && {_service(467)}"
+    ' && opcua.UserName == "operator"',
+    "HMI Publish": f"{_UA_FROM_HMI} && {_service(826)}",
+    "eng OPN with Basic128Rsa15": f'opcua && ip.src == {_ENG} && opcua.transport.type == "OPN"'
+    f' && opcua.security.spu == "{_POLICY}Basic128Rsa15"',
+    "eng MSG, encrypted": f'opcua && ip.src == {_ENG} && opcua.transport.type == "MSG"'
+    " && !opcua.servicenodeid.numeric",
 }
 
 _BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
@@ -378,6 +504,41 @@ SCENARIOS: dict[str, Scenario] = {
             malformed_ok=f"{_FROM_ATT} && mbtcp.len + 6 != tcp.len",
         ),
         Scenario(
+            name="modbus_abuse",
+            summary="a rogue laptop clears counters, brute-forces I/O, sweeps units, floods, UMAS",
+            protocol="mbtcp",
+            pdu_field="mbtcp.trans_id",
+            servers=(
+                Proc(
+                    "plc1",
+                    "modbus-server",
+                    {"ip": _PLC1, "device": "pump-station", "seed": 1005}
+                    | {"parameters": True, "umas": True},
+                ),
+                Proc(
+                    "rtu1",
+                    "modbus-server",
+                    {"ip": _RTU1, "device": "io-coupler", "seed": 1008},
+                ),
+            ),
+            clients=(
+                _modbus_hmi(period=0.5),
+                Proc(
+                    "attacker",
+                    "modbus_abuse-attacker",
+                    {"plc": _PLC1, "rtu": _RTU1, "seed": 1066},
+                    peers=("plc1", "rtu1"),
+                ),
+            ),
+            duration=16.0,
+            quick_duration=10.0,
+            require={
+                f"HMI FC{fc}": f"modbus.func_code == {fc} && ip.dst == {_ip('hmi')}"
+                for fc in _MODBUS_NORMAL_FCS
+            }
+            | MODBUS_ABUSE,
+        ),
+        Scenario(
             name="modbus_port5020",
             summary="modbus_normal with the servers on the non-standard TCP port 5020",
             protocol="mbtcp",
@@ -397,6 +558,47 @@ SCENARIOS: dict[str, Scenario] = {
             },
             # decode as Modbus/TCP, and tell the dissector which side is the server
             tshark_args=("-d", "tcp.port==5020,mbtcp", "-o", "mbtcp.tcp.port:5020"),
+        ),
+        Scenario(
+            name="network_attacks",
+            summary="a rogue laptop sweeps ICS ports, scans plc2, sends non-ICS data, ARP-spoofs",
+            protocol="mbtcp",
+            pdu_field="mbtcp.trans_id",
+            servers=(
+                *_modbus_servers(),
+                Proc("plc2", "s7-server", {"ip": _ip("plc2"), "seed": 1006}),
+                Proc("opcsrv", "opcua-server", {"ip": _OPCSRV_IP, "seed": 1007}),
+            ),
+            clients=(
+                _modbus_hmi(period=0.5),
+                Proc(
+                    "attacker",
+                    "network-attacker",
+                    {
+                        "subnet": "10.10.30",
+                        "last_host": SWEEP_LAST,
+                        "scan_ip": _ip("plc2"),
+                        "payloads": [
+                            [_ip("plc2"), 102, _HTTP_GET.format(host=_ip("plc2"), port=102)],
+                            [_OPCSRV_IP, 4840, _HTTP_GET.format(host=_OPCSRV_IP, port=4840)],
+                            [_PLC1, 502, "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"],
+                        ],
+                        "mac": _ATT_MAC,
+                        "victim_ip": _PLC1,
+                        "victim_mac": HOSTS["plc1"].mac,
+                        "target_ip": _HMI_IP,
+                        "target_mac": HOSTS["hmi"].mac,
+                    },
+                ),
+            ),
+            duration=16.0,
+            quick_duration=12.0,
+            require={
+                f"HMI FC{fc}": f"modbus.func_code == {fc} && ip.dst == {_HMI_IP}"
+                for fc in _MODBUS_NORMAL_FCS
+            }
+            | NETWORK_ATTACKS,
+            impersonator="attacker",
         ),
         Scenario(
             name="s7comm_normal",
@@ -437,6 +639,23 @@ SCENARIOS: dict[str, Scenario] = {
             quick_duration=6.0,
             require=S7_ENGINEERING,
             malformed_ok=S7_ENGINEERING_MALFORMED,
+        ),
+        Scenario(
+            name="s7comm_attacks",
+            summary="a rogue laptop stops plc2, deletes a block, forces and modifies, restarts",
+            protocol="s7comm",
+            pdu_field="s7comm.header.rosctr",
+            servers=(
+                Proc("plc2", "s7-server", {"ip": _PLC2, "seed": 1006, "extra_dbs": {"10": 16}}),
+            ),
+            clients=(
+                Proc("hmi", "s7-hmi", {"plc": _PLC2, "period": 0.2}, peers=("plc2",)),
+                Proc("attacker", "s7_attack-attacker", {"plc": _PLC2}, peers=("plc2",)),
+            ),
+            duration=12.0,
+            quick_duration=6.0,
+            require=S7_ATTACKS,
+            malformed_ok=f"ip.src == {_PLC2} && s7comm.data.userdata.szl_id == 0x0011",
         ),
         Scenario(
             name="opcua_normal",
@@ -496,6 +715,60 @@ SCENARIOS: dict[str, Scenario] = {
             duration=32.0,
             quick_duration=16.0,
             require=OPCUA_ATTACKS,
+        ),
+        Scenario(
+            name="opcua_auth",
+            summary="discovery, refused anonymous login, password guessing; a legacy-policy client",
+            protocol="opcua",
+            pdu_field="opcua.transport.type",
+            servers=(
+                Proc(
+                    "opcsrv",
+                    "opcua-server",
+                    {
+                        "ip": _OPCSRV,
+                        "seed": 1007,
+                        "extended": True,
+                        "trend": 240,
+                        "legacy": True,
+                        "users": {"operator": "Op3rator-30", "engineer": "Eng1neer-30"},
+                        "users_only": True,
+                    },
+                ),
+            ),
+            clients=(
+                Proc(
+                    "hmi",
+                    "opcua-hmi",
+                    {"server": _OPCSRV, "trend_every": 6.0, "write_every": 5.0}
+                    | {"user": "operator", "password": "Op3rator-30"},
+                    peers=("opcsrv",),
+                ),
+                Proc(
+                    "eng",
+                    "opcua-secure",
+                    {
+                        "server": _OPCSRV,
+                        "station": "eng",
+                        "policy": "Basic128Rsa15",
+                        "mode": "SignAndEncrypt",
+                        "user": "engineer",
+                        "password": "Eng1neer-30",
+                        "delay": 1.0,
+                        "period": 2.0,
+                    },
+                    peers=("opcsrv",),
+                ),
+                Proc(
+                    "attacker",
+                    "opcua_auth-attacker",
+                    {"server": _OPCSRV, "delay": 2.0, "user": "operator", "passwords": GUESSES},
+                    peers=("opcsrv",),
+                ),
+            ),
+            duration=12.0,
+            quick_duration=10.0,
+            require=OPCUA_AUTH,
         ),
         Scenario(
             name="opcua_secure",

@@ -95,9 +95,12 @@ def verify(path: Path, scenario: Scenario) -> Report:
     options = scenario.tshark_args
     rows = _frame_table(path, options)
     known = {h.mac: h.ip for h in HOSTS.values()}
+    impersonator = HOSTS[scenario.impersonator].mac if scenario.impersonator else ""
     stations = set()
     for _, _, mac, ip, arp_ip, protocols in rows:
         source_ip = ip or arp_ip
+        if mac == impersonator and source_ip != known[mac]:
+            source_ip = known[mac]  # a spoofed or forwarded frame: the sender is the station
         stations.add((mac, source_ip))
         if mac not in known or (source_ip and known[mac] != source_ip):
             problems.append(f"frame from {mac} {source_ip} is not a plant station")

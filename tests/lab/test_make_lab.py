@@ -51,6 +51,21 @@ COMMITTED: dict[str, tuple[str, str, list[tuple[tuple[str, str], ...]], tuple[st
         (),
     ),
     "opcua_secure.pcap": ("opcua", "opcua.transport.type", [(ENG, OPCSRV), (HMI, OPCSRV)], ()),
+    "modbus_abuse.pcap": (
+        "mbtcp",
+        "mbtcp.trans_id",
+        [(HMI, PLC1), (HMI, RTU1), (ATTACKER, PLC1), (ATTACKER, RTU1)],
+        (),
+    ),
+    # HMI -> plc1 frames go to the attacker's MAC while it spoofs plc1: only rtu1's are plain
+    "network_attacks.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, RTU1)], ()),
+    "s7comm_attacks.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2), (ATTACKER, PLC2)], ()),
+    "opcua_auth.pcap": (
+        "opcua",
+        "opcua.transport.type",
+        [(HMI, OPCSRV), (ENG, OPCSRV), (ATTACKER, OPCSRV)],
+        (),
+    ),
 }
 #: function codes pymodbus 3.16 implements; its lab servers answer every other one with 01
 PYMODBUS_FCS = {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43}

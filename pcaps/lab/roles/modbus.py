@@ -110,15 +110,21 @@ def _device(
     inputs: Callable[[Sample], list[int]],
     discretes: Callable[[Sample], list[bool]],
     input_count: int = 32,
+    guard: Guard | None = None,
 ) -> Any:
-    """A pymodbus SimDevice whose FC4 reads advance model and FC2/FC4 publish its scans."""
+    """A pymodbus SimDevice whose FC4 reads advance model and FC2/FC4 publish its scans;
+    guard, if given, may answer a request with an exception code instead."""
     from pymodbus.simulator import DataType, SimData, SimDevice
 
     latest = [model.next()]
 
     async def action(
         func_code: int, start: int, address: int, count: int, regs: list[int], values: Any
-    ) -> None:
+    ) -> Any:
+        if guard is not None and (code := guard(func_code, address)):
+            from pymodbus.constants import ExcCodes
+
+            return ExcCodes(code)  # pymodbus takes only its enum as an exception answer
         if func_code == FC_READ_INPUT_REGISTERS:
             latest[0] = model.next()
             for i, value in enumerate(inputs(latest[0])):
@@ -126,6 +132,7 @@ def _device(
         elif func_code == FC_READ_DISCRETE_INPUTS:
             for i, value in enumerate(_pack_bits(discretes(latest[0]))):
                 regs[i - start] = value
+        return None
 
     def bits(values: list[bool]) -> list[SimData]:
         return [SimData(0, values=values, datatype=DataType.BITS)]
@@ -143,9 +150,43 @@ def _device(
     return SimDevice(id=dev_id, simdata=tables, action=action)
 
 
-def pump_station(seed: int) -> list[Any]:
-    """plc1: unit 1 station controller, unit 2 the pump drive."""
+#: a device's request guard: (function code, address) -> exception code, or None to serve it
+Guard = Callable[[int, int], int | None]
+#: the drive's parameter channel (unit 2, HR 100-199, "parameters" option)
+PARAMETER_BASE, PARAMETER_COUNT = 100, 100
+#: how long the drive needs for one parameter read; a read meanwhile is answered busy
+PARAMETER_BUSY_S = 0.5
+ACKNOWLEDGE, DEVICE_BUSY = 5, 6
+
+
+def parameter_channel() -> Guard:
+    """The drive's slow parameter channel: a parameter write is answered exception 05
+    (acknowledge: accepted, stored later), a parameter read within PARAMETER_BUSY_S of the
+    last served one exception 06 (device busy)."""
+    served = [-PARAMETER_BUSY_S]
+
+    def guard(func_code: int, address: int) -> int | None:
+        if address < PARAMETER_BASE:
+            return None
+        if func_code in (6, 16):
+            return ACKNOWLEDGE
+        now = time.monotonic()
+        if now - served[0] < PARAMETER_BUSY_S:
+            return DEVICE_BUSY
+        served[0] = now
+        return None
+
+    return guard
+
+
+def pump_station(seed: int, parameters: bool = False) -> list[Any]:
+    """plc1: unit 1 station controller, unit 2 the pump drive (with parameters: the drive's
+    parameter channel, HR 100-199)."""
     run_hours = 18_234
+    drive_holding = [1480, 50, 50, 0x047F, 350, 0, 0, 0]
+    if parameters:
+        drive_holding += [0] * (PARAMETER_BASE - len(drive_holding))
+        drive_holding += [(7 * i + 30) & 0x3FF for i in range(PARAMETER_COUNT)]
 
     def station_inputs(s: Sample) -> list[int]:
         return _station_inputs(s, run_hours + s.step // 50)
@@ -166,15 +207,16 @@ def pump_station(seed: int) -> list[Any]:
             2,
             ProcessModel(seed + 1),
             coils=[True] + [False] * 15,
-            holding=[1480, 50, 50, 0x047F, 350, 0, 0, 0],
+            holding=drive_holding,
             inputs=_drive_inputs,
             discretes=drive_discretes,
             input_count=16,
+            guard=parameter_channel() if parameters else None,
         ),
     ]
 
 
-def io_coupler(seed: int) -> list[Any]:
+def io_coupler(seed: int, parameters: bool = False) -> list[Any]:
     """rtu1: one unit with eight analog inputs, sixteen digital inputs and outputs."""
 
     def discretes(s: Sample) -> list[bool]:
@@ -193,7 +235,7 @@ def io_coupler(seed: int) -> list[Any]:
     ]
 
 
-DEVICES: dict[str, Callable[[int], list[Any]]] = {
+DEVICES: dict[str, Callable[[int, bool], list[Any]]] = {
     "pump-station": pump_station,
     "io-coupler": io_coupler,
 }
@@ -252,6 +294,29 @@ def raw_function(fc: int) -> type[Any]:
     return RawFunction
 
 
+#: Schneider UMAS (FC 90): function code, and the return code of a positive answer
+UMAS = 90
+UMAS_OK = 0xFE
+
+
+def umas_function() -> type[Any]:
+    """FC 90 (UMAS) as a server with the "umas" option answers it: every request is accepted
+    with the pair key echoed and return code 0xFE (ok), as a Modicon answers a session that
+    holds the PLC reservation. The client registers the same class to decode the answer."""
+    from pymodbus.pdu import ModbusPDU
+
+    base = raw_function(UMAS)
+
+    class Umas(base):  # type: ignore[misc, valid-type]
+        async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
+            key = self.body[0] if self.body else 0
+            answer: ModbusPDU = Umas(body=bytes((key, UMAS_OK)), dev_id=device_id)
+            return answer
+
+    Umas.__name__ = Umas.__qualname__ = "Umas"
+    return Umas
+
+
 def implemented_functions() -> set[int]:
     """Function codes pymodbus decodes (and its server serves)."""
     from pymodbus.pdu import DecodePDU
@@ -261,19 +326,26 @@ def implemented_functions() -> set[int]:
 
 @role("modbus-server")
 def modbus_server(args: RoleArgs) -> None:
-    """Serve one of DEVICES on args["ip"]:args["port"] (502) until SIGTERM."""
+    """Serve one of DEVICES on args["ip"]:args["port"] (502) until SIGTERM. Options:
+    "parameters" gives the pump station's drive its slow parameter channel (parameter_channel),
+    "umas" answers FC 90 requests as umas_function does."""
     from pymodbus.pdu.device import ModbusDeviceIdentification
     from pymodbus.server import ModbusTcpServer
 
-    devices = DEVICES[args["device"]](int(args["seed"]))
+    devices = DEVICES[args["device"]](int(args["seed"]), bool(args.get("parameters")))
     identity = ModbusDeviceIdentification(info_name=IDENTITIES[args["device"]])
     implemented = implemented_functions()
     unsupported = [raw_function(fc) for fc in FUNCTION_CODES if fc not in implemented]
+    if args.get("umas"):
+        unsupported = [umas_function() if pdu.function_code == UMAS else pdu for pdu in unsupported]
     address = (args["ip"], int(args.get("port", PORT)))
 
     async def serve() -> None:
         server: Any = ModbusTcpServer(
-            devices, address=address, identity=identity, custom_pdu=unsupported
+            devices,
+            address=address,
+            identity=identity,
+            custom_pdu=unsupported,
         )
         await server.serve_forever(background=True)
         announce_ready()

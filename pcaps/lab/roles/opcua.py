@@ -9,7 +9,8 @@ array TrendBuffer of that many elements (the rolling temperature history); "user
 names and passwords accepted besides anonymous; "buffer" the transport chunk size the server
 acknowledges; "browse_next" continuation points (see _enable_continuation_points); "secure"
 the lab certificate (pcaps/lab/certs) and Basic256Sha256 Sign and SignAndEncrypt in place of
-None.
+None; "legacy" the lab certificate and None beside the deprecated Basic128Rsa15
+(SignAndEncrypt) and Basic256 (Sign); "users_only" user-name logins only (no anonymous).
 
 Clients: opcua-client (engineering session of opcua_normal), opcua-hmi (operator panel:
 subscription, reads, array reads, setpoint writes), opcua-attacker (discovery, failed login,
@@ -175,19 +176,31 @@ async def _serve(args: RoleArgs) -> None:
     await server.init()
     server.set_endpoint(_url(ip))
     server.set_server_name("Plant OPC UA Server")
-    if args.get("secure"):
+    if args.get("secure") or args.get("legacy"):
         await server.set_application_uri(SERVER_URI)
         await server.load_certificate(str(CERTS / "opcsrv.der"))
         await server.load_private_key(str(CERTS / "opcsrv.pem"))
+    if args.get("secure"):
         server.set_security_policy(
             [
                 ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
                 ua.SecurityPolicyType.Basic256Sha256_Sign,
             ]
         )
+    elif args.get("legacy"):
+        # None beside the two policies OPC UA 1.04 deprecated (SHA-1, RSA 1.5)
+        server.set_security_policy(
+            [
+                ua.SecurityPolicyType.NoSecurity,
+                ua.SecurityPolicyType.Basic128Rsa15_SignAndEncrypt,
+                ua.SecurityPolicyType.Basic256_Sign,
+            ]
+        )
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    if users:
+    if users and args.get("users_only"):
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+    elif users:
         server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
     if args.get("buffer"):
         size = int(args["buffer"])
@@ -325,11 +338,19 @@ def opcua_hmi(args: RoleArgs) -> None:
             float(args["duration"]),
             trend_every=float(args.get("trend_every", 8.0)),
             write_every=float(args.get("write_every", 6.0)),
+            login=(args["user"], args["password"]) if args.get("user") else None,
         )
     )
 
 
-async def _hmi(ip: str, duration: float, *, trend_every: float, write_every: float) -> None:
+async def _hmi(
+    ip: str,
+    duration: float,
+    *,
+    trend_every: float,
+    write_every: float,
+    login: tuple[str, str] | None = None,
+) -> None:
     from asyncua import ua
     from asyncua.client.client import Client
 
@@ -337,6 +358,9 @@ async def _hmi(ip: str, duration: float, *, trend_every: float, write_every: flo
     client = Client(_url(ip), timeout=4, watchdog_intervall=5.0)
     client.name = client.description = "Plant HMI panel"
     client.application_uri = "urn:otsentry:lab:hmi"
+    if login is not None:
+        client.set_user(login[0])
+        client.set_password(login[1])
     await client.connect()
     changes: list[Any] = []
     reads = arrays = writes = 0
@@ -570,8 +594,9 @@ def opcua_secure(args: RoleArgs) -> None:
 async def _secure(args: RoleArgs) -> None:
     from asyncua import ua
     from asyncua.client.client import Client
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+    from asyncua.crypto import security_policies
 
+    policy = getattr(security_policies, f"SecurityPolicy{args.get('policy', 'Basic256Sha256')}")
     await asyncio.sleep(float(args.get("delay", 0.0)))
     start, duration = time.monotonic(), float(args["duration"])
     station, mode = args["station"], ua.MessageSecurityMode[args["mode"]]
@@ -579,7 +604,7 @@ async def _secure(args: RoleArgs) -> None:
     client.name = client.description = f"{station} ({args['mode']})"
     client.application_uri = f"urn:otsentry:lab:{station}"
     await client.set_security(
-        SecurityPolicyBasic256Sha256,
+        policy,
         str(CERTS / f"{station}.der"),
         str(CERTS / f"{station}.pem"),
         server_certificate=str(CERTS / "opcsrv.der"),
