@@ -13,6 +13,7 @@ from hashlib import sha1
 from typing import Any
 
 from otsentry import __version__
+from otsentry.assets.identity import device_fields
 from otsentry.model import Alert, Asset, Conn, Event
 
 ECS_VERSION = "8.17.0"
@@ -259,7 +260,9 @@ def _threat(alert: Alert) -> dict[str, Any]:
 
 
 def asset_doc(asset: Asset, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
-    """One asset of the passive inventory."""
+    """One asset of the passive inventory (``event.kind: state``): the ``otsentry.asset`` block,
+    ECS ``device.*`` where the device said what it is, ``related.ip``; ``host.*`` stays unset
+    (it describes the machine a sensor runs on)."""
     doc: dict[str, Any] = {
         "@timestamp": iso_time(asset.last_seen),
         "ecs": {"version": ECS_VERSION},
@@ -280,20 +283,41 @@ def asset_doc(asset: Asset, observer: Mapping[str, Any], ids: DocumentIds) -> di
             "asset": {
                 "ip": asset.ip,
                 "mac": asset.mac,
+                "vendor": asset.vendor,
                 "segment": asset.segment,
                 "vlan": asset.vlan,
                 "first_seen": iso_time(asset.first_seen),
                 "last_seen": iso_time(asset.last_seen),
+                "roles": sorted(asset.roles),
+                "role_evidence": _role_evidence(asset.roles),
+                "protocols": list(asset.protocols),
                 "services": [
                     {"transport": t, "port": p, "protocol": proto or None}
                     for t, p, proto in asset.services
                 ],
                 "client_protocols": list(asset.client_protocols),
-                "peers": asset.peers,
+                "peers": {"count": asset.peers, "ip": list(asset.peer_ips)},
                 "packets": asset.packets,
                 "bytes": asset.bytes,
                 "identity": dict(asset.identity),
             }
         },
     }
+    device = device_fields(asset.identity, asset.vendor)
+    if device:
+        doc["device"] = device
     return doc
+
+
+def _role_evidence(roles: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Why each role was given: ``[{"role", "first_seen", "action", "peer"[, "connection_type"]}]``."""
+    out = []
+    for role in sorted(roles):
+        evidence = dict(roles[role])
+        first = evidence.pop("first_seen", None)
+        item: dict[str, Any] = {"role": role}
+        if isinstance(first, int):
+            item["first_seen"] = iso_time(first)
+        item.update(evidence)
+        out.append(item)
+    return out

@@ -136,4 +136,14 @@ class Asset:
     peers: int = 0
     packets: int = 0
     bytes: int = 0
+    #: protocol → what it revealed about the device (vendor, product, firmware…)
     identity: Mapping[str, Any] = field(default_factory=dict)
+    #: organisation the MAC's OUI is registered to
+    vendor: str | None = None
+    #: role (``s7-plc``, ``modbus-client``…) → evidence: ``first_seen`` (ns), ``action``,
+    #: ``peer`` and, for S7 clients, the ``connection_type`` that decided it
+    roles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: protocols spoken, as server or client
+    protocols: tuple[str, ...] = ()
+    #: the lowest of the peer addresses (at most ``inventory.MAX_LISTED_PEERS``)
+    peer_ips: tuple[str, ...] = ()

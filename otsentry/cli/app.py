@@ -8,7 +8,7 @@ import sys
 import typer
 
 from otsentry import __version__
-from otsentry.cli import dissect, replay
+from otsentry.cli import assets, dissect, replay
 
 app = typer.Typer(
     name="otsentry",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command("replay")(replay.replay)
 app.command("dissect")(dissect.dissect)
+app.command("assets")(assets.assets)
 
 
 @app.command("version")
