@@ -5,6 +5,9 @@ Names are snake_case; ``event.action`` is ``modbus-`` plus the name with dashes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Final
+
 MODBUS_PORT = 502
 MBAP_LEN = 7  # transaction id, protocol id, length, unit id
 MAX_MBAP_LENGTH = 254  # unit id + PDU; the ADU is at most 260 bytes
@@ -155,3 +158,17 @@ UMAS_FUNCTIONS: dict[int, str] = {
 KNOWN_FUNCTIONS = frozenset((*FUNCTIONS, *RESERVED_FUNCTIONS, *USER_DEFINED_FUNCTIONS))
 #: response codes likewise: a known code, or one with the exception bit
 KNOWN_RESPONSE_FUNCTIONS = KNOWN_FUNCTIONS | frozenset(c | EXCEPTION_BIT for c in KNOWN_FUNCTIONS)
+
+#: every anomaly id the Modbus dissector emits → what it means
+ANOMALIES: Final[Mapping[str, str]] = {
+    "modbus.invalid_protocol_id": "MBAP protocol id is not 0",
+    "modbus.invalid_length": "MBAP length or PDU size does not fit (short, long, over 260, cut)",
+    "modbus.invalid_function_code": "code 0 or unassigned, or a request with the exception bit",
+    "modbus.invalid_exception_code": "exception response with an undefined exception code",
+    "modbus.invalid_quantity": "read or write quantity outside the range the spec allows",
+    "modbus.invalid_value": "a value the spec forbids (e.g. a coil value not 0x0000/0xFF00)",
+    "modbus.value_mismatch": "response byte count does not match the quantity requested",
+    "modbus.unsolicited_response": "response with no pending request of its transaction and unit",
+    "modbus.flooded": "open transactions at the cap: the oldest unanswered request dropped",
+    "modbus.non_modbus_payload": "bytes on the connection that are no MBAP frame (skipped)",
+}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Final
+
 OPCUA_PORT = 4840
 HEADER_LEN = 8  # message type (3), chunk type (1), message size (4, little-endian)
 MIN_CHUNK = 8
@@ -31,3 +34,18 @@ SIGNATURE_LENGTHS: dict[str, int] = {
 
 #: policies deprecated by the OPC Foundation (SHA-1): worth flagging in a security posture
 DEPRECATED_POLICIES = frozenset(("Basic128Rsa15", "Basic256"))
+
+#: every anomaly id the OPC UA dissector emits → what it means
+ANOMALIES: Final[Mapping[str, str]] = {
+    "opcua.unknown_message_type": "UA TCP chunk with an undefined message or chunk type",
+    "opcua.invalid_chunk_size": "UA TCP chunk size below the header or above the accepted maximum",
+    "opcua.message_too_large": "message over the negotiated (or accepted) size or chunk count",
+    "opcua.chunk_aborted": "sender aborted a multi-chunk message (chunk type A)",
+    "opcua.sequence_gap": "secure conversation sequence number does not follow the previous one",
+    "opcua.truncated": "chunk cut short or not decodable to its end",
+    "opcua.decode_error": "service body that does not decode as its binary encoding",
+    "opcua.unknown_service": "message whose type id is no known service",
+    "opcua.unsolicited_response": "response with no pending request of that request id",
+    "opcua.flooded": "open requests at the cap: the oldest unanswered request dropped",
+    "opcua.non_opcua_payload": "bytes on the connection that are no UA TCP chunk (skipped)",
+}

@@ -5,6 +5,9 @@ Names are snake_case; ``event.action`` is ``s7comm-`` plus a name with dashes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Final
+
 S7_PORT = 102
 TPKT_VERSION = 3
 TPKT_LEN = 4
@@ -159,3 +162,29 @@ BLOCK_TYPES: dict[str, str] = {
 
 #: destination file systems (the last character of a block file name)
 FILESYSTEMS: dict[str, str] = {"P": "passive", "A": "active", "B": "active_and_passive"}
+
+#: every anomaly id the S7comm / S7comm-plus dissector emits → what it means
+ANOMALIES: Final[Mapping[str, str]] = {
+    "s7comm.invalid_tpkt_length": "TPKT length shorter than a COTP header or longer than allowed",
+    "s7comm.invalid_cotp_length": "COTP length indicator does not fit the TPDU",
+    "s7comm.invalid_length": "S7 header, parameter or data lengths do not fit the PDU",
+    "s7comm.item_count_mismatch": "item count differs from the items or return codes present",
+    "s7comm.unknown_function": "job or ack_data with an undefined parameter function code",
+    "s7comm.unknown_rosctr": "S7 header with an undefined ROSCTR (PDU type)",
+    "s7comm.invalid_userdata": "userdata parameter head, method or length not as S7 sends it",
+    "s7comm.unknown_userdata_function": "userdata function group or subfunction not defined",
+    "s7comm.invalid_szl": "SZL answer whose record length or count does not match its data",
+    "s7comm.truncated_data": "userdata data part cut short of its declared length",
+    "s7comm.unsolicited_ack": "ack or ack_data with no pending job of that PDU reference",
+    "s7comm.flooded": "open jobs at the cap: the oldest unanswered job dropped",
+    "s7comm.unknown_protocol": "COTP data that is neither S7comm (0x32) nor S7comm-plus (0x72)",
+    "s7comm.tsdu_too_long": "COTP-segmented PDU over 64 KiB: reassembly abandoned",
+    "s7comm.non_s7_payload": "bytes on the S7 connection that are no TPKT frame (skipped)",
+    "s7comm_plus.invalid_protocol_id": "S7comm-plus PDU whose header does not start with 0x72",
+    "s7comm_plus.invalid_length": "S7comm-plus data length does not fit the PDU",
+    "s7comm_plus.invalid_trailer": "S7comm-plus trailer differs from the header's id and version",
+    "s7comm_plus.unknown_version": "S7comm-plus version not V1/V2/V3, system event or keep-alive",
+    "s7comm_plus.unknown_opcode": "S7comm-plus opcode not request, response or notification",
+    "s7comm_plus.unknown_function": "S7comm-plus function code that is not defined",
+    "s7comm_plus.truncated": "S7comm-plus PDU or body cut short",
+}
