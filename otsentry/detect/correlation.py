@@ -1,0 +1,157 @@
+"""Thresholds over a rule's matches: ``event_count`` and ``value_count`` in a sliding window.
+
+Time is packet time (``Envelope.ts``). Each group (the ``group-by`` values) keeps the times of its
+matches (event_count) or the last time of each distinct value (value_count) inside the window.
+When the count first meets the condition the correlation fires with that count and the group's
+window starts again. State is bounded: ``MAX_GROUPS`` groups per rule, least recently seen
+evicted first (counted in ``evicted``), and ``MAX_ENTRIES`` times or values per group.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from otsentry.detect.fields import MISSING, Accessor
+from otsentry.model import Event
+
+__all__ = [
+    "MAX_ENTRIES",
+    "MAX_GROUPS",
+    "CorrelationSpec",
+    "Correlator",
+    "parse_timespan",
+]
+
+MAX_GROUPS: Final = 65_536
+MAX_ENTRIES: Final = 1_024
+
+_UNITS: Final = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_timespan(text: str) -> int:
+    """``60s`` / ``5m`` / ``1h`` → nanoseconds (ValueError otherwise)."""
+    text = text.strip()
+    unit = _UNITS.get(text[-1:])
+    if unit is None or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"bad timespan {text!r} (expected e.g. 60s, 5m, 1h)")
+    return int(text[:-1]) * unit
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationSpec:
+    """A rule's ``correlation`` block, compiled."""
+
+    kind: str  # event_count | value_count
+    group_by: tuple[str, ...]
+    group_getters: tuple[Accessor, ...]
+    timespan_ns: int
+    op: str  # gte | gt
+    threshold: int
+    field: str | None = None
+    field_getter: Accessor | None = None
+
+    def holds(self, count: int) -> bool:
+        """Whether ``count`` meets the condition."""
+        return count > self.threshold if self.op == "gt" else count >= self.threshold
+
+
+def _hashable(value: Any) -> Any:
+    if value is MISSING:
+        return None
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+class _Group:
+    __slots__ = ("times", "values")
+
+    def __init__(self) -> None:
+        self.times: deque[int] = deque(maxlen=MAX_ENTRIES)
+        self.values: OrderedDict[Any, int] = OrderedDict()
+
+
+class Correlator:
+    """The state of one correlation rule: its groups and their windows."""
+
+    def __init__(
+        self, spec: CorrelationSpec, max_groups: int = MAX_GROUPS, max_entries: int = MAX_ENTRIES
+    ) -> None:
+        self.spec = spec
+        self.max_groups = max_groups
+        self.max_entries = max_entries
+        self.groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
+        #: groups dropped because ``max_groups`` were held
+        self.evicted = 0
+        self._observe: Callable[[_Group, Event, int], int] = (
+            self._count_values if spec.kind == "value_count" else self._count_events
+        )
+
+    def group_of(self, event: Event) -> tuple[Any, ...]:
+        """The group-by values of an event."""
+        return tuple(_hashable(get(event)) for get in self.spec.group_getters)
+
+    def observe(self, event: Event) -> int | None:
+        """Count a match; the count reached when the condition holds (then the group restarts),
+        else None."""
+        key = self.group_of(event)
+        groups = self.groups
+        group = groups.get(key)
+        if group is None:
+            if len(groups) >= self.max_groups:
+                groups.popitem(last=False)
+                self.evicted += 1
+            group = groups[key] = _Group()
+        else:
+            groups.move_to_end(key)
+        ts = event.envelope.ts
+        count = self._observe(group, event, ts)
+        if self.spec.holds(count):
+            del groups[key]
+            return count
+        return None
+
+    def _count_events(self, group: _Group, event: Event, ts: int) -> int:
+        times = group.times
+        start = ts - self.spec.timespan_ns
+        while times and times[0] <= start:
+            times.popleft()
+        if len(times) >= self.max_entries:
+            times.popleft()
+        times.append(ts)
+        return len(times)
+
+    def _count_values(self, group: _Group, event: Event, ts: int) -> int:
+        getter = self.spec.field_getter
+        value = getter(event) if getter is not None else MISSING
+        values = group.values
+        start = ts - self.spec.timespan_ns
+        while values:
+            oldest, seen = next(iter(values.items()))
+            if seen > start:
+                break
+            del values[oldest]
+        if value is MISSING:
+            return len(values)
+        items = value if isinstance(value, list | tuple) else (value,)
+        for item in items:
+            key = _hashable(item)
+            if key in values:
+                values.move_to_end(key)
+            elif len(values) >= self.max_entries:
+                values.popitem(last=False)
+            values[key] = ts
+        return len(values)
+
+    def group_pairs(self, key: tuple[Any, ...]) -> tuple[tuple[str, Any], ...]:
+        """``((field, value), …)`` for a group key, as ``RuleMatch.group`` holds them."""
+        return tuple(zip(self.spec.group_by, key, strict=True))

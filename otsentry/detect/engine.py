@@ -1,0 +1,209 @@
+"""The rule engine: events in, ``RuleMatch`` objects out.
+
+Rules are indexed by (protocol, ``event.action``): an event is tested only against the rules
+indexed under its own protocol and action, its protocol's rules without an action constraint,
+and the ``any``-protocol rules. The candidate tuple of each (protocol, action) is built once and
+cached, so an event no rule cares about costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from otsentry.detect.compile import CompiledRule
+from otsentry.detect.correlation import Correlator
+from otsentry.detect.fixtures import fixture_events
+from otsentry.detect.loader import load_rules
+from otsentry.detect.model import Predicate, Rule, RuleMatch
+from otsentry.model import Event
+
+__all__ = ["NO_MATCHES", "FixtureResult", "RuleEngine", "fixture_results"]
+
+#: what ``match`` returns when nothing matched (shared, never mutated)
+NO_MATCHES: Final[tuple[RuleMatch, ...]] = ()
+
+#: (protocol, action) candidate tuples kept at most; actions come from the dissectors' finite
+#: vocabularies, the cap only guards against a dissector that mints them from packet bytes
+_MAX_CACHED: Final = 4096
+
+_Handler = Callable[[Event], "RuleMatch | None"]
+_Candidate = tuple[Predicate, _Handler]
+
+
+class RuleEngine:
+    """Matches events against compiled rules; holds the correlation state of one run."""
+
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        self.compiled: tuple[CompiledRule, ...] = tuple(rules)
+        self.rules: tuple[Rule, ...] = tuple(c.rule for c in self.compiled)
+        self.correlators: dict[str, Correlator] = {}
+        self.matches: Counter[str] = Counter()
+        self.events = 0
+        self.evaluations = 0
+        #: protocol → action → rules pinned to that action
+        self._by_action: dict[str, dict[str, list[_Candidate]]] = {}
+        #: protocol → rules of that protocol with no action constraint
+        self._unpinned: dict[str, list[_Candidate]] = {}
+        self._anywhere: list[_Candidate] = []
+        self._anywhere_by_action: dict[str, list[_Candidate]] = {}
+        self._cache: dict[tuple[str, str], tuple[_Candidate, ...]] = {}
+        self._rule_of: dict[int, str] = {}
+        self._order: dict[int, int] = {}
+        for index, compiled in enumerate(self.compiled):
+            candidate = (compiled.predicate, self._handler(compiled))
+            self._rule_of[id(candidate[1])] = compiled.rule.id
+            self._order[id(candidate[1])] = index
+            protocol = compiled.rule.protocol
+            if protocol == "any":
+                if compiled.actions is None:
+                    self._anywhere.append(candidate)
+                else:
+                    for action in compiled.actions:
+                        self._anywhere_by_action.setdefault(action, []).append(candidate)
+            elif compiled.actions is None:
+                self._unpinned.setdefault(protocol, []).append(candidate)
+            else:
+                table = self._by_action.setdefault(protocol, {})
+                for action in compiled.actions:
+                    table.setdefault(action, []).append(candidate)
+
+    @classmethod
+    def load(
+        cls,
+        paths: Sequence[str | Path] = (),
+        *,
+        builtin: bool = True,
+        disabled: Iterable[str] = (),
+    ) -> RuleEngine:
+        """An engine over the built-in pack (unless ``builtin=False``) and the rule files or
+        directories in ``paths``, less the ``disabled`` ids. Raises RuleError."""
+        return cls(load_rules(paths, builtin=builtin, disabled=disabled))
+
+    # -- matching --------------------------------------------------------------------------
+
+    def _handler(self, compiled: CompiledRule) -> _Handler:
+        rule = compiled.rule
+        message = compiled.message
+        reason = compiled.reason
+        counts = self.matches
+        rid = rule.id
+        spec = compiled.correlation
+        if spec is None:
+
+            def plain(event: Event) -> RuleMatch:
+                counts[rid] += 1
+                return RuleMatch(rule, event, event.envelope.ts, message(event), reason(event))
+
+            return plain
+
+        correlator = self.correlators[rid] = Correlator(spec)
+
+        def correlated(event: Event) -> RuleMatch | None:
+            count = correlator.observe(event)
+            if count is None:
+                return None
+            counts[rid] += 1
+            group = correlator.group_pairs(correlator.group_of(event))
+            return RuleMatch(
+                rule, event, event.envelope.ts, message(event), reason(event), count, group
+            )
+
+        return correlated
+
+    def candidates(self, protocol: str, action: str) -> tuple[_Candidate, ...]:
+        """The (predicate, handler) pairs an event of this protocol and action is tested on, in
+        the order the rules were given (so matches come in that order)."""
+        key = (protocol, action)
+        found = self._cache.get(key)
+        if found is None:
+            pool = [
+                *self._by_action.get(protocol, {}).get(action, ()),
+                *self._unpinned.get(protocol, ()),
+                *self._anywhere_by_action.get(action, ()),
+                *self._anywhere,
+            ]
+            found = tuple(sorted(pool, key=lambda c: self._order[id(c[1])]))
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def candidate_rules(self, protocol: str, action: str) -> list[str]:
+        """The ids of the rules an event of this protocol and action is tested on, in order."""
+        return [self._rule_of[id(h)] for _, h in self.candidates(protocol, action)]
+
+    def match(self, event: Event) -> Sequence[RuleMatch]:
+        """The rules that hold for ``event`` (correlation rules: those crossing a threshold)."""
+        self.events += 1
+        found = self._cache.get((event.envelope.protocol, event.action))
+        if found is None:
+            found = self.candidates(event.envelope.protocol, event.action)
+        if not found:
+            return NO_MATCHES
+        self.evaluations += len(found)
+        out: list[RuleMatch] | None = None
+        for predicate, handler in found:
+            if predicate(event):
+                hit = handler(event)
+                if hit is not None:
+                    if out is None:
+                        out = [hit]
+                    else:
+                        out.append(hit)
+        return NO_MATCHES if out is None else tuple(out)
+
+    # -- counters --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Rules loaded, events tested, rule evaluations, matches per rule id, correlation
+        groups held and evicted."""
+        return {
+            "rules": len(self.compiled),
+            "events": self.events,
+            "evaluations": self.evaluations,
+            "matches": dict(sorted(self.matches.items())),
+            "correlation_groups": sum(len(c.groups) for c in self.correlators.values()),
+            "correlation_groups_evicted": sum(c.evicted for c in self.correlators.values()),
+        }
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FixtureResult:
+    """One fixture of a rule run on a fresh engine: ``match`` ones must match, ``nomatch`` not."""
+
+    rule_id: str
+    kind: str  # "match" | "nomatch"
+    index: int
+    matches: int
+
+    @property
+    def passed(self) -> bool:
+        """A match fixture matched at least once; a nomatch fixture never did."""
+        return (self.matches > 0) == (self.kind == "match")
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        seen = f"{self.matches} match" + ("" if self.matches == 1 else "es")
+        return f"{self.rule_id} fixtures.{self.kind}[{self.index}]: {verdict} ({seen})"
+
+
+def fixture_results(compiled: CompiledRule) -> list[FixtureResult]:
+    """Run a rule's fixtures, each on a fresh engine holding only that rule."""
+    fixtures = compiled.rule.raw.get("fixtures") or {}
+    results: list[FixtureResult] = []
+    for kind in ("match", "nomatch"):
+        for index, fixture in enumerate(fixtures.get(kind, ())):
+            engine = RuleEngine([compiled])
+            hits = sum(
+                len(engine.match(event))
+                for event in fixture_events(fixture, compiled.rule.protocol)
+            )
+            results.append(FixtureResult(compiled.rule.id, kind, index, hits))
+    return results
