@@ -8,7 +8,9 @@ Anything that does not decode is counted in ``Decoder.errors`` by a stable reaso
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from struct import Struct
+from typing import NamedTuple
 
 from otsentry.capture.base import (
     LINKTYPE_ETHERNET,
@@ -45,6 +47,10 @@ _ETH_IPV4_TCP = Struct("!12xHBxHHHxB2x4s4sHHI4xBB")  # both of the above, back t
 _UDP = Struct("!HHH")  # sport, dport, length
 _EXT = Struct("!BB")  # IPv6 extension: next header, length in 8-octet units (beyond the first 8)
 _FRAG6 = Struct("!BxHI")  # next header, offset/flags, identification
+_ARP = Struct("!HHBBH6s4s6s4s")  # hw type, proto type, hw len, proto len, op, sha, spa, tha, tpa
+_ARP_FIXED = Struct("!HHBBH")
+_ARP_HW_TYPES = frozenset((1, 6))  # Ethernet, IEEE 802
+ARP_REQUEST, ARP_REPLY = 1, 2
 _NULL_LE = Struct("<I")
 _NULL_BE = Struct(">I")
 
@@ -74,6 +80,21 @@ def vlan_ids(vlan: int) -> tuple[int | None, int | None]:
     return (outer or None, inner or None)
 
 
+class Arp(NamedTuple):
+    """An Ethernet/IPv4 ARP packet (RFC 826): addresses as packed bytes (MACs 6, IPs 4)."""
+
+    ts: int
+    op: int  # ARP_REQUEST or ARP_REPLY
+    sender_mac: bytes
+    sender_ip: bytes
+    target_mac: bytes
+    target_ip: bytes
+    #: the Ethernet header's source and destination (None on link types without one)
+    eth_src: bytes | None
+    eth_dst: bytes | None
+    vlan: int  # packed as in ``FlowKey``
+
+
 class _FragmentTrain:
     __slots__ = ("first_ts", "header_proto", "parts", "size", "total")
 
@@ -93,8 +114,12 @@ class Decoder:
         max_fragment_trains: int = 4096,
         fragment_timeout: float = 30.0,
         max_fragment_bytes: int = 65535 + 1500,
+        on_arp: Callable[[Arp], None] | None = None,
     ) -> None:
         self.errors: Counter[str] = Counter()
+        #: called with every well-formed ARP request or reply
+        self.on_arp = on_arp
+        self.arp_packets = 0
         self.other: Counter[str] = Counter()  # non-IP ethertypes and non-TCP/UDP IP protocols
         self.fragments_reassembled = 0
         self.fragment_trains_evicted = 0
@@ -261,6 +286,8 @@ class Decoder:
                 proto = nxt
         else:
             self.other[f"ethertype.0x{etype:04x}"] += 1
+            if etype == ETH_ARP:
+                self._arp(data, off, macoff, vlan, ts)
             return None
 
         if proto == TCP:
@@ -288,6 +315,31 @@ class Decoder:
             )
         self.other[f"ip.proto.{proto}"] += 1
         return None
+
+    def _arp(self, data: bytes, off: int, macoff: int, vlan: int, ts: int) -> None:
+        """Check an ARP packet and hand it to ``on_arp``; anything else is counted."""
+        if len(data) >= off + 28:
+            htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(data, off)
+        elif len(data) >= off + 8:  # the fixed part says whether the rest matters
+            htype, ptype, hlen, plen, op = _ARP_FIXED.unpack_from(data, off)
+            sha = spa = tha = tpa = b""
+        else:
+            self.errors["arp.truncated"] += 1
+            return
+        if htype not in _ARP_HW_TYPES or ptype != ETH_IPV4 or hlen != 6 or plen != 4:
+            self.errors["arp.unsupported_addresses"] += 1
+            return
+        if not tpa:
+            self.errors["arp.truncated"] += 1
+            return
+        if op != ARP_REQUEST and op != ARP_REPLY:
+            self.errors["arp.unknown_op"] += 1
+            return
+        self.arp_packets += 1
+        if self.on_arp is not None:
+            eth_src = data[macoff + 6 : macoff + 12] if macoff >= 0 else None
+            eth_dst = data[macoff : macoff + 6] if macoff >= 0 else None
+            self.on_arp(Arp(ts, op, sha, spa, tha, tpa, eth_src, eth_dst, vlan))
 
     def _fragment(
         self, key: tuple[bytes, bytes, int, int], offset: int, more: int, part: bytes, ts: int

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from otsentry.config import Config, DecodeAs
-from otsentry.decode import Decoder
+from otsentry.decode import Arp, Decoder
 from otsentry.dissect.base import Tracer
 from otsentry.dissect.registry import DissectorRegistry, default_registry
 from otsentry.flow.table import Flow, FlowTable
@@ -30,11 +30,13 @@ def configured_registry(
     return registry
 
 
-def decoder_for(config: Config) -> Decoder:
-    """A packet decoder with the config's fragment limits."""
+def decoder_for(config: Config, *, on_arp: Callable[[Arp], None] | None = None) -> Decoder:
+    """A packet decoder with the config's fragment limits (``on_arp`` gets every ARP packet)."""
     limits = config.limits
     return Decoder(
-        max_fragment_trains=limits.max_ip_fragments, fragment_timeout=limits.fragment_timeout
+        max_fragment_trains=limits.max_ip_fragments,
+        fragment_timeout=limits.fragment_timeout,
+        on_arp=on_arp,
     )
 
 
@@ -43,15 +45,17 @@ def flow_table_for(
     registry: DissectorRegistry,
     on_event: Callable[[Event], None],
     *,
+    on_flow_start: Callable[[Flow], None] | None = None,
     on_flow_end: Callable[[Flow], None] | None = None,
     tracer: Tracer | None = None,
 ) -> FlowTable:
-    """A flow table with every limit of the config."""
+    """A flow table with every limit of the config; the hooks see each flow begin and end."""
     limits = config.limits
     return FlowTable(
         registry,
         on_event,
         config.segment_for,
+        on_flow_start=on_flow_start,
         on_flow_end=on_flow_end,
         max_flows=limits.max_flows,
         max_buffer_per_direction=limits.max_tcp_buffer_per_direction,

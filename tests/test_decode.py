@@ -15,7 +15,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
 )
-from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.layers.l2 import ARP, CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from otsentry.capture import open_capture
@@ -27,13 +27,14 @@ from otsentry.capture.base import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
 )
-from otsentry.decode import Decoder, Packet, vlan_ids
+from otsentry.decode import ARP_REPLY, ARP_REQUEST, Arp, Decoder, Packet, vlan_ids
 from tests.conftest import lab_pcaps, shared_pcaps
 
 A4 = socket.inet_pton(socket.AF_INET, "10.10.30.5")
 B4 = socket.inet_pton(socket.AF_INET, "10.10.20.15")
 A6 = socket.inet_pton(socket.AF_INET6, "fd00::5")
 B6 = socket.inet_pton(socket.AF_INET6, "fd00::15")
+B4_HMI = socket.inet_pton(socket.AF_INET, "10.10.30.10")
 
 SEGMENT = (
     IP(src="10.10.30.5", dst="10.10.20.15")
@@ -189,8 +190,6 @@ def test_truncated_frames_are_counted_not_raised(cut: int) -> None:
 
 
 def test_non_ip_is_counted() -> None:
-    from scapy.layers.l2 import ARP
-
     dec = Decoder()
     assert dec.decode(LINKTYPE_ETHERNET, bytes(Ether() / ARP()), 0) is None
     assert dec.other == {"ethertype.0x0806": 1}
@@ -267,3 +266,120 @@ def test_decode_agrees_with_tshark(path: Path, tshark: str) -> None:
         checked += 1
     reader.close()
     assert checked > 0
+
+
+# -- ARP --------------------------------------------------------------------------------------
+
+PLC_MAC, HMI_MAC = "00:80:f4:0c:30:05", "00:30:de:4b:30:0a"
+
+
+def arp_frames(dec: Decoder, linktype: int, frame: bytes) -> list[Arp]:
+    seen: list[Arp] = []
+    dec.on_arp = seen.append
+    assert dec.decode(linktype, frame, 7) is None  # ARP is never a flow packet
+    return seen
+
+
+def test_arp_request_and_reply_are_handed_over() -> None:
+    dec = Decoder()
+    who_has = Ether(src=HMI_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=HMI_MAC, psrc="10.10.30.10", pdst="10.10.30.5"
+    )
+    (req,) = arp_frames(dec, LINKTYPE_ETHERNET, bytes(who_has))
+    assert (req.ts, req.op, req.sender_ip, req.target_ip) == (7, ARP_REQUEST, B4_HMI, A4)
+    assert req.sender_mac == req.eth_src == bytes.fromhex(HMI_MAC.replace(":", ""))
+    assert req.eth_dst == b"\xff" * 6 and req.target_mac == bytes(6)
+    is_at = Ether(src=PLC_MAC, dst=HMI_MAC) / ARP(
+        op=2, hwsrc=PLC_MAC, psrc="10.10.30.5", hwdst=HMI_MAC, pdst="10.10.30.10"
+    )
+    padded = bytes(is_at) + b"\x00" * 18  # the 60-byte minimum frame
+    (rep,) = arp_frames(dec, LINKTYPE_ETHERNET, padded)
+    assert (rep.op, rep.sender_ip, rep.target_mac) == (ARP_REPLY, A4, req.sender_mac)
+    assert dec.arp_packets == 2 and not dec.errors
+    assert dec.other == {"ethertype.0x0806": 2}  # still counted as a frame carrying no IP
+
+
+def test_arp_in_vlans_and_cooked_captures() -> None:
+    dec = Decoder()
+    arp = ARP(op=1, hwsrc=HMI_MAC, psrc="10.10.30.10", pdst="10.10.30.5")
+    (tagged,) = arp_frames(dec, LINKTYPE_ETHERNET, bytes(Ether() / Dot1Q(vlan=30) / arp))
+    assert vlan_ids(tagged.vlan) == (30, None) and tagged.target_ip == A4
+    qinq = Ether() / Dot1AD(vlan=100) / Dot1Q(vlan=30) / arp
+    assert vlan_ids(arp_frames(dec, LINKTYPE_ETHERNET, bytes(qinq))[0].vlan) == (100, 30)
+    (cooked,) = arp_frames(dec, LINKTYPE_LINUX_SLL, bytes(CookedLinux(proto=0x0806) / arp))
+    assert cooked.eth_src is None and cooked.sender_ip == B4_HMI
+
+
+def test_malformed_arp_is_counted_never_raised() -> None:
+    good = bytes(Ether() / ARP(op=1, psrc="10.10.30.10", pdst="10.10.30.5"))
+    for cut in range(14, len(good)):
+        dec = Decoder()
+        assert arp_frames(dec, LINKTYPE_ETHERNET, good[:cut]) == []
+        assert dec.errors == {"arp.truncated": 1}
+    dec = Decoder()
+    assert arp_frames(dec, LINKTYPE_ETHERNET, good[:20]) == []  # too short, and not IPv4 anyway
+    assert arp_frames(dec, LINKTYPE_ETHERNET, good[:16] + b"\x86\xdd" + good[18:30]) == []
+    assert dec.errors == {"arp.truncated": 1, "arp.unsupported_addresses": 1}
+    cases = {
+        "arp.unsupported_addresses": [
+            ARP(ptype=0x86DD),  # no ARP for IPv6
+            ARP(hwtype=32),  # InfiniBand
+            ARP(hwlen=8),
+            ARP(plen=16),
+        ],
+        "arp.unknown_op": [ARP(op=3), ARP(op=0), ARP(op=9)],  # RARP, nothing, InARP
+    }
+    for reason, arps in cases.items():
+        for arp in arps:
+            dec = Decoder()
+            assert arp_frames(dec, LINKTYPE_ETHERNET, bytes(Ether() / arp)) == []
+            assert dec.errors == {reason: 1}, arp.summary()
+
+
+def test_random_arp_bodies_never_raise() -> None:
+    import random
+
+    rng = random.Random(6)
+    dec = Decoder()
+    seen: list[Arp] = []
+    dec.on_arp = seen.append
+    head = bytes(Ether(type=0x0806))
+    for _ in range(3000):
+        body = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 40)))
+        if rng.random() < 0.5 and len(body) >= 8:  # mostly well-formed headers, random addresses
+            body = bytes.fromhex("000108000604") + bytes((0, rng.choice((1, 2)))) + body[8:]
+        assert dec.decode(LINKTYPE_ETHERNET, head + body, 0) is None
+    assert dec.arp_packets == len(seen) > 0
+    assert sum(dec.errors.values()) + len(seen) == 3000
+
+
+@pytest.mark.parametrize("path", lab_pcaps(), ids=lambda p: p.name)
+def test_arp_in_lab_captures_agrees_with_tshark(path: Path, tshark: str) -> None:
+    out = subprocess.run(
+        [tshark, "-r", str(path), "-Y", "arp", "-T", "fields", "-e", "frame.number"]
+        + ["-e", "arp.opcode", "-e", "arp.src.hw_mac", "-e", "arp.src.proto_ipv4"]
+        + ["-e", "arp.dst.proto_ipv4"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    expected = [line.split("\t") for line in out.splitlines()]
+    dec = Decoder()
+    seen: list[tuple[int, Arp]] = []
+    dec.on_arp = lambda a: seen.append((dec.arp_packets, a))
+    numbers: dict[int, int] = {}  # ARP packet count → frame number
+    with open_capture(path) as frames:
+        for number, (ts, linktype, data) in enumerate(frames, start=1):
+            dec.decode(linktype, data, ts)
+            numbers.setdefault(dec.arp_packets, number)
+    got = [
+        [
+            str(numbers[n]),
+            str(a.op),
+            a.sender_mac.hex(":"),
+            socket.inet_ntoa(a.sender_ip),
+            socket.inet_ntoa(a.target_ip),
+        ]
+        for n, a in seen
+    ]
+    assert got == expected and got

@@ -4,6 +4,9 @@ Keys are (src ip, src port, dst ip, dst port, vlan, transport) as seen in a pack
 stored under both orientations with a flag saying whether that orientation is client → server, so
 a packet's flow and direction cost one dict lookup. Client and server come from the handshake,
 else from the well-known port, else from the first sender.
+
+A flow that leaves the table knows why (``Flow.end_reason``) and how far its TCP handshake got
+(``Flow.state``); both come from flags set on SYN, FIN and RST packets only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 _COMMUNITY_ID = CommunityID()
 _PROBE_PACKETS = 4  # payload-bearing packets a flow on an unknown port is probed with
 _EPHEMERAL_START = 32768
+#: why the table ended a flow that had not closed → ``Flow.end_reason``
+_END_REASONS = {"end_of_capture": "end"}
 
 
 def mac_text(raw: bytes | None) -> str | None:
@@ -51,8 +56,11 @@ class Flow:
         "client_mac",
         "client_port",
         "closed",
+        "conn",
         "ctx",
         "dissector",
+        "end_reason",
+        "end_ts",
         "fin_c",
         "fin_s",
         "first_ts",
@@ -64,12 +72,16 @@ class Flow:
         "probe_left",
         "protocol",
         "roles_from",
+        "rst_c",
+        "rst_s",
         "segment",
         "server_ip",
         "server_mac",
         "server_port",
         "stream_c",
         "stream_s",
+        "syn",
+        "synack",
         "transport",
         "vlan",
     )
@@ -98,11 +110,39 @@ class Flow:
         self.probe_left = 0
         self.client_mac: bytes | None = None
         self.server_mac: bytes | None = None
+        self.conn: Conn | None = None  # built on first use (``conn_of``)
+        #: TCP: the first packet was a SYN without ACK; the server sent a SYN-ACK; who sent a RST
+        self.syn = self.synack = self.rst_c = self.rst_s = False
+        #: set when the flow leaves the table: packet time, and fin / rst / idle / evicted / end
+        self.end_ts = 0
+        self.end_reason = ""
 
     @property
     def packets(self) -> int:
         """Packets in both directions."""
         return self.packets_c + self.packets_s
+
+    @property
+    def state(self) -> str:
+        """How far the connection got.
+
+        TCP: ``rejected`` (SYN answered by RST), ``unanswered`` (SYN, no reply),
+        ``half_open`` (SYN, SYN-ACK, then nothing or a client RST: the half-open scan pattern),
+        ``established`` (SYN-ACK seen and the client went on, or the server replied to the SYN
+        with something else the capture kept) or ``midstream`` (no SYN seen). UDP:
+        ``established`` when both sides sent, else ``unanswered``.
+        """
+        if self.transport != TCP:
+            return "established" if self.packets_c and self.packets_s else "unanswered"
+        if self.synack:
+            if self.syn and (self.packets_c == 1 or (self.packets_c == 2 and self.rst_c)):
+                return "half_open"
+            return "established"
+        if not self.syn:
+            return "midstream"
+        if self.rst_s:
+            return "rejected"
+        return "established" if self.packets_s else "unanswered"
 
 
 class FlowCtx:
@@ -158,6 +198,7 @@ class FlowTable:
         on_event: Callable[[Event], None],
         segment_for: Callable[[str, int | None], str],
         *,
+        on_flow_start: Callable[[Flow], None] | None = None,
         on_flow_end: Callable[[Flow], None] | None = None,
         max_flows: int = 100_000,
         max_buffer_per_direction: int = 262_144,
@@ -176,6 +217,7 @@ class FlowTable:
         self.tracer = tracer
         self.flows: dict[tuple[bytes, int, bytes, int, int, int], tuple[Flow, bool]] = {}
         self.on_event = on_event
+        self.on_flow_start = on_flow_start
         self.on_flow_end = on_flow_end
         self.segment_for = segment_for
         self.tcp_ports: dict[int, DissectorSpec] = dict(registry.port_map("tcp"))
@@ -225,6 +267,8 @@ class FlowTable:
             if flags & SYN:
                 if stream is not None:
                     stream.syn(seq)
+                if flags & ACK and not fc:
+                    flow.synack = True
                 seq = (seq + 1) & 0xFFFFFFFF
             if payload and not flow.closed and stream is not None:
                 if flow.dissector is None and flow.probe_left:
@@ -270,6 +314,7 @@ class FlowTable:
             )
             flow.client_mac, flow.server_mac = dmac, smac
         flow.roles_from = roles_from
+        flow.syn = transport == TCP and flags & (SYN | ACK) == SYN
         flow.segment = self.segment_for(ip_text(flow.server_ip), vlan_ids(vlan)[0])
         key_c = (
             flow.client_ip,
@@ -301,6 +346,8 @@ class FlowTable:
             flow.probe_left = _PROBE_PACKETS
             if transport == TCP:
                 self._open_streams(flow)
+        if self.on_flow_start is not None:
+            self.on_flow_start(flow)
         return flow, fc
 
     @staticmethod
@@ -373,6 +420,10 @@ class FlowTable:
 
     def _fin_rst(self, flow: Flow, fc: bool, flags: int, ts: int) -> None:
         if flags & RST:
+            if fc:
+                flow.rst_c = True
+            else:
+                flow.rst_s = True
             self._finish(flow, ts)
             return
         if fc:
@@ -398,6 +449,11 @@ class FlowTable:
 
     def _end(self, flow: Flow, ts: int, reason: str) -> None:
         """Remove a flow from the table (closing it first if needed)."""
+        if flow.closed:
+            flow.end_reason = "rst" if flow.rst_c or flow.rst_s else "fin"
+        else:
+            flow.end_reason = _END_REASONS.get(reason, reason)
+        flow.end_ts = ts
         self._finish(flow, ts)
         for stream in (flow.stream_c, flow.stream_s):
             if stream is not None:
@@ -439,24 +495,37 @@ class FlowTable:
             self._end(flow, ts, "end_of_capture")
 
     # -- identity ---------------------------------------------------------------------------
-    def conn_of(self, flow: Flow) -> Conn:
-        """Build a flow's ``Conn`` (Community ID v1, text addresses, ECS MACs)."""
-        make = FlowTuple.make_tcp if flow.transport == TCP else FlowTuple.make_udp
-        cid = _COMMUNITY_ID.calc(
-            make(flow.client_ip, flow.server_ip, flow.client_port, flow.server_port)
-        )
-        outer, inner = vlan_ids(flow.vlan)
-        return Conn(
-            community_id=cid,
-            transport="tcp" if flow.transport == TCP else "udp" if flow.transport == UDP else "ip",
-            client_ip=ip_text(flow.client_ip),
-            client_port=flow.client_port,
-            server_ip=ip_text(flow.server_ip),
-            server_port=flow.server_port,
-            client_mac=mac_text(flow.client_mac),
-            server_mac=mac_text(flow.server_mac),
-            vlan=outer,
-            inner_vlan=inner,
-            segment=flow.segment,
-            roles_from=flow.roles_from,
-        )
+    @staticmethod
+    def conn_of(flow: Flow) -> Conn:
+        """A flow's ``Conn`` (see ``conn_of``)."""
+        return conn_of(flow)
+
+
+def conn_of(flow: Flow) -> Conn:
+    """A flow's ``Conn`` (Community ID v1, text addresses, ECS MACs), built once per flow."""
+    conn = flow.conn
+    if conn is None:
+        conn = flow.conn = _make_conn(flow)
+    return conn
+
+
+def _make_conn(flow: Flow) -> Conn:
+    make = FlowTuple.make_tcp if flow.transport == TCP else FlowTuple.make_udp
+    cid = _COMMUNITY_ID.calc(
+        make(flow.client_ip, flow.server_ip, flow.client_port, flow.server_port)
+    )
+    outer, inner = vlan_ids(flow.vlan)
+    return Conn(
+        community_id=cid,
+        transport="tcp" if flow.transport == TCP else "udp" if flow.transport == UDP else "ip",
+        client_ip=ip_text(flow.client_ip),
+        client_port=flow.client_port,
+        server_ip=ip_text(flow.server_ip),
+        server_port=flow.server_port,
+        client_mac=mac_text(flow.client_mac),
+        server_mac=mac_text(flow.server_mac),
+        vlan=outer,
+        inner_vlan=inner,
+        segment=flow.segment,
+        roles_from=flow.roles_from,
+    )
