@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from otsentry.detect.attack import AttackError, resolve_tags
-from otsentry.detect.condition import ConditionError, actions_of, build, parse_condition
+from otsentry.detect.condition import ConditionError, Pins, build, parse_condition, pins_of
 from otsentry.detect.correlation import CorrelationSpec, parse_timespan
 from otsentry.detect.fields import MISSING, Accessor, FieldError, accessor
 from otsentry.detect.fixtures import FixtureError, fixture_events
@@ -69,6 +69,8 @@ class CompiledRule:
     predicate: Predicate
     #: the ``event.action`` values the rule can match; None when any action can
     actions: frozenset[str] | None
+    #: other fields the rule pins to sets of values (an event with none of them cannot match)
+    pins: Mapping[str, frozenset[object]]
     correlation: CorrelationSpec | None
     message: Template
     reason: Template
@@ -273,46 +275,42 @@ def _entry(key: str, value: Any, path: _KeyPath) -> Predicate:
     return _on_field(get, test, null_ok)
 
 
-def _entry_actions(key: str, value: Any) -> frozenset[str] | None:
-    """The actions an entry pins ``event.action`` to (plain equality only), else None."""
-    if key != "event.action":
+def _entry_pins(key: str, value: Any) -> frozenset[object] | None:
+    """The values a plain equality entry pins its field to (None: it pins nothing)."""
+    if "|" in key:
         return None
     values = value if isinstance(value, list) else [value]
-    if all(isinstance(v, str) for v in values):
-        return frozenset(values)
-    return None
+    for v in values:
+        if v is None or isinstance(v, bool) or not isinstance(v, str | int | float):
+            return None
+    return frozenset(values)
 
 
-def _selection_map(
-    selection: Mapping[str, Any], path: _KeyPath
-) -> tuple[Predicate, frozenset[str] | None]:
+def _selection_map(selection: Mapping[str, Any], path: _KeyPath) -> tuple[Predicate, Pins]:
     preds = [_entry(k, v, (*path, k)) for k, v in selection.items()]
-    actions: frozenset[str] | None = None
+    pins: Pins = {}
     for k, v in selection.items():
-        pinned = _entry_actions(k, v)
+        pinned = _entry_pins(k, v)
         if pinned is not None:
-            actions = pinned if actions is None else actions & pinned
+            pins[k] = pinned
     if len(preds) == 1:
-        return preds[0], actions
+        return preds[0], pins
     if len(preds) == 2:
         a, b = preds
-        return (lambda e: a(e) and b(e)), actions
+        return (lambda e: a(e) and b(e)), pins
     parts = tuple(preds)
-    return (lambda e: all(p(e) for p in parts)), actions
+    return (lambda e: all(p(e) for p in parts)), pins
 
 
-def compile_selection(selection: Any, path: _KeyPath) -> tuple[Predicate, frozenset[str] | None]:
-    """A selection (map, or list of maps) → (predicate, actions it pins or None)."""
+def compile_selection(selection: Any, path: _KeyPath) -> tuple[Predicate, Pins]:
+    """A selection (map, or list of maps) → (predicate, the field values it pins)."""
     if isinstance(selection, Mapping):
         return _selection_map(selection, path)
     compiled = [_selection_map(item, (*path, i)) for i, item in enumerate(selection)]
     preds = tuple(p for p, _ in compiled)
-    actions: set[str] = set()
-    for _, pinned in compiled:
-        if pinned is None:
-            return _or(preds), None
-        actions |= pinned
-    return _or(preds), frozenset(actions)
+    maps = [pins for _, pins in compiled]
+    common = set(maps[0]).intersection(*maps[1:])
+    return _or(preds), {f: frozenset().union(*(m[f] for m in maps)) for f in common}
 
 
 def _or(preds: Sequence[Predicate]) -> Predicate:
@@ -390,7 +388,7 @@ def compile_rule(data: Mapping[str, Any], source: str = "") -> CompiledRule:
     detection: Mapping[str, Any] = data["detection"]
     names = [k for k in detection if k != "condition"]
     selections: dict[str, Predicate] = {}
-    pinned: dict[str, frozenset[str] | None] = {}
+    pinned: dict[str, Pins] = {}
     for name in names:
         selections[name], pinned[name] = compile_selection(detection[name], ("detection", name))
     try:
@@ -398,7 +396,9 @@ def compile_rule(data: Mapping[str, Any], source: str = "") -> CompiledRule:
     except ConditionError as exc:
         raise CompileError(("detection", "condition"), str(exc)) from None
     predicate: Predicate = build(tree, selections.__getitem__)
-    actions = actions_of(tree, pinned)
+    pins = pins_of(tree, pinned)
+    action_pins = pins.pop("event.action", None)
+    actions = None if action_pins is None else frozenset(str(a) for a in action_pins)
 
     correlation = _correlation(data.get("correlation"))
     title = str(data["title"])
@@ -432,7 +432,7 @@ def compile_rule(data: Mapping[str, Any], source: str = "") -> CompiledRule:
         reason=str(data["reason"]) if "reason" in data else None,
         raw=data,
     )
-    return CompiledRule(rule, predicate, actions, correlation, message, reason)
+    return CompiledRule(rule, predicate, actions, pins, correlation, message, reason)
 
 
 def _correlation(spec: Mapping[str, Any] | None) -> CorrelationSpec | None:

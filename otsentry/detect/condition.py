@@ -29,6 +29,7 @@ __all__ = [
     "actions_of",
     "build",
     "parse_condition",
+    "pins_of",
 ]
 
 
@@ -184,32 +185,42 @@ def parse_condition(text: str, names: Sequence[str]) -> Node:
     return _Parser(text, names).parse()
 
 
+#: field → the values an event must have in it (one of them) for a condition to hold
+Pins: TypeAlias = dict[str, frozenset[object]]
+
+
+def pins_of(node: Node, selections: Mapping[str, Mapping[str, frozenset[object]]]) -> Pins:
+    """The fields ``node`` pins to sets of values: an event lacking all of a field's values
+    cannot satisfy ``node``.
+
+    ``and`` keeps every part's pins (intersecting values of a field pinned twice), ``or`` keeps
+    the fields every part pins (uniting their values), ``not`` pins nothing.
+    """
+    if isinstance(node, Name):
+        return dict(selections.get(node.name, {}))
+    if isinstance(node, Not):
+        return {}
+    parts = [pins_of(item, selections) for item in node.items]
+    if isinstance(node, All):
+        merged: Pins = {}
+        for part in parts:
+            for field, values in part.items():
+                merged[field] = merged[field] & values if field in merged else values
+        return merged
+    common = set(parts[0]).intersection(*parts[1:])
+    return {f: frozenset().union(*(p[f] for p in parts)) for f in common}
+
+
 def actions_of(
     node: Node, selections: Mapping[str, frozenset[str] | None]
 ) -> frozenset[str] | None:
-    """The ``event.action`` values an event must have for ``node`` to hold (None: any action).
-
-    ``and`` intersects what its parts require, ``or`` unites them (any unconstrained part makes
-    the whole unconstrained), ``not`` constrains nothing.
-    """
-    if isinstance(node, Name):
-        return selections.get(node.name)
-    if isinstance(node, Not):
-        return None
-    if isinstance(node, All):
-        result: frozenset[str] | None = None
-        for item in node.items:
-            part = actions_of(item, selections)
-            if part is not None:
-                result = part if result is None else result & part
-        return result
-    union: set[str] = set()
-    for item in node.items:
-        part = actions_of(item, selections)
-        if part is None:
-            return None
-        union |= part
-    return frozenset(union)
+    """The ``event.action`` values an event must have for ``node`` to hold (None: any action)."""
+    pinned = {
+        n: ({"event.action": frozenset[object](v)} if v is not None else {})
+        for n, v in selections.items()
+    }
+    found = pins_of(node, pinned).get("event.action")
+    return None if found is None else frozenset(str(v) for v in found)
 
 
 T = TypeVar("T")

@@ -58,6 +58,14 @@ class CorrelationSpec:
         return count > self.threshold if self.op == "gt" else count >= self.threshold
 
 
+def _key(value: Any) -> Any:
+    """A field value as a dict key (strings and integers as they are)."""
+    cls = value.__class__
+    if cls is str or cls is int:
+        return value
+    return _hashable(value)
+
+
 def _hashable(value: Any) -> Any:
     if value is MISSING:
         return None
@@ -92,18 +100,31 @@ class Correlator:
         self.groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
         #: groups dropped because ``max_groups`` were held
         self.evicted = 0
+        self._group_of = self._grouper()
         self._observe: Callable[[_Group, Event, int], int] = (
             self._count_values if spec.kind == "value_count" else self._count_events
         )
 
     def group_of(self, event: Event) -> tuple[Any, ...]:
         """The group-by values of an event."""
-        return tuple(_hashable(get(event)) for get in self.spec.group_getters)
+        return self._group_of(event)
+
+    def _grouper(self) -> Callable[[Event], tuple[Any, ...]]:
+        getters = self.spec.group_getters
+        if not getters:
+            return lambda e: ()
+        if len(getters) == 1:
+            (g0,) = getters
+            return lambda e: (_key(g0(e)),)
+        if len(getters) == 2:
+            g0, g1 = getters
+            return lambda e: (_key(g0(e)), _key(g1(e)))
+        return lambda e: tuple(_key(g(e)) for g in getters)
 
     def observe(self, event: Event) -> int | None:
         """Count a match; the count reached when the condition holds (then the group restarts),
         else None."""
-        key = self.group_of(event)
+        key = self._group_of(event)
         groups = self.groups
         group = groups.get(key)
         if group is None:
@@ -135,16 +156,19 @@ class Correlator:
         value = getter(event) if getter is not None else MISSING
         values = group.values
         start = ts - self.spec.timespan_ns
-        while values:
-            oldest, seen = next(iter(values.items()))
-            if seen > start:
-                break
-            del values[oldest]
+        if values:
+            stale = []
+            for old, seen in values.items():
+                if seen > start:
+                    break
+                stale.append(old)
+            for old in stale:
+                del values[old]
         if value is MISSING:
             return len(values)
         items = value if isinstance(value, list | tuple) else (value,)
         for item in items:
-            key = _hashable(item)
+            key = _key(item)
             if key in values:
                 values.move_to_end(key)
             elif len(values) >= self.max_entries:

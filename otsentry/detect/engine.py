@@ -2,20 +2,23 @@
 
 Rules are indexed by (protocol, ``event.action``): an event is tested only against the rules
 indexed under its own protocol and action, its protocol's rules without an action constraint,
-and the ``any``-protocol rules. The candidate tuple of each (protocol, action) is built once and
-cached, so an event no rule cares about costs one dict lookup.
+and the ``any``-protocol rules. Among those, a rule whose condition pins another field to a few
+values (``exception_code: 2``, ``function_code: [5, 6]``) is tested only on events holding one of
+them. The split of each (protocol, action) is built once and cached, so an event no rule cares
+about costs a dict lookup or two. Matches come in no particular order.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from otsentry.detect.compile import CompiledRule
 from otsentry.detect.correlation import Correlator
+from otsentry.detect.fields import ENVELOPE_FIELDS, MISSING, Accessor, accessor
 from otsentry.detect.fixtures import fixture_events
 from otsentry.detect.loader import load_rules
 from otsentry.detect.model import Predicate, Rule, RuleMatch
@@ -32,6 +35,35 @@ _MAX_CACHED: Final = 4096
 
 _Handler = Callable[[Event], "RuleMatch | None"]
 _Candidate = tuple[Predicate, _Handler]
+#: a (protocol, action)'s rules: always tested, and by pinned field (reader, value → rules)
+_Entry = tuple[
+    tuple[_Candidate, ...],
+    tuple[tuple[str | None, Accessor, Mapping[object, tuple[_Candidate, ...]]], ...],
+]
+
+
+def _is_record_key(field: str) -> bool:
+    """A field that is one key of the event's own protocol record (``exception_code``)."""
+    return "." not in field and field not in ENVELOPE_FIELDS
+
+
+def _lookup(table: Mapping[object, tuple[_Candidate, ...]], value: Any) -> tuple[_Candidate, ...]:
+    """The rules pinned to ``value`` or, for a list, to any of its elements (each once)."""
+    if value is MISSING:
+        return ()
+    if not isinstance(value, list | tuple):
+        try:
+            return table.get(value, ())
+        except TypeError:
+            return ()
+    found: dict[int, _Candidate] = {}
+    for item in value:
+        try:
+            for candidate in table.get(item, ()):
+                found[id(candidate[1])] = candidate
+        except TypeError:
+            continue
+    return tuple(found.values())
 
 
 class RuleEngine:
@@ -50,13 +82,16 @@ class RuleEngine:
         self._unpinned: dict[str, list[_Candidate]] = {}
         self._anywhere: list[_Candidate] = []
         self._anywhere_by_action: dict[str, list[_Candidate]] = {}
-        self._cache: dict[tuple[str, str], tuple[_Candidate, ...]] = {}
+        self._cache: dict[tuple[str, str], _Entry] = {}
+        self._pins: dict[int, Mapping[str, frozenset[object]]] = {}
+        self._rank: dict[str, int] = {c.rule.id: i for i, c in enumerate(self.compiled)}
         self._rule_of: dict[int, str] = {}
         self._order: dict[int, int] = {}
         for index, compiled in enumerate(self.compiled):
             candidate = (compiled.predicate, self._handler(compiled))
             self._rule_of[id(candidate[1])] = compiled.rule.id
             self._order[id(candidate[1])] = index
+            self._pins[id(candidate[1])] = compiled.pins
             protocol = compiled.rule.protocol
             if protocol == "any":
                 if compiled.actions is None:
@@ -115,45 +150,101 @@ class RuleEngine:
         return correlated
 
     def candidates(self, protocol: str, action: str) -> tuple[_Candidate, ...]:
-        """The (predicate, handler) pairs an event of this protocol and action is tested on, in
-        the order the rules were given (so matches come in that order)."""
-        key = (protocol, action)
-        found = self._cache.get(key)
-        if found is None:
-            pool = [
-                *self._by_action.get(protocol, {}).get(action, ()),
-                *self._unpinned.get(protocol, ()),
-                *self._anywhere_by_action.get(action, ()),
-                *self._anywhere,
-            ]
-            found = tuple(sorted(pool, key=lambda c: self._order[id(c[1])]))
-            if len(self._cache) >= _MAX_CACHED:
-                self._cache.clear()
-            self._cache[key] = found
-        return found
+        """The (predicate, handler) pairs an event of this protocol and action may be tested
+        on, in the order the rules were given."""
+        pool = [
+            *self._by_action.get(protocol, {}).get(action, ()),
+            *self._unpinned.get(protocol, ()),
+            *self._anywhere_by_action.get(action, ()),
+            *self._anywhere,
+        ]
+        return tuple(sorted(pool, key=lambda c: self._order[id(c[1])]))
 
     def candidate_rules(self, protocol: str, action: str) -> list[str]:
-        """The ids of the rules an event of this protocol and action is tested on, in order."""
+        """The ids of the rules an event of this protocol and action may be tested on."""
         return [self._rule_of[id(h)] for _, h in self.candidates(protocol, action)]
+
+    def _entry(self, protocol: str, action: str) -> _Entry:
+        """The cached split of the candidates: rules always tested, and rules tested only when
+        the event holds one of the values they pin a field to (by field: reader, value → rules)."""
+        key = (protocol, action)
+        entry = self._cache.get(key)
+        if entry is not None:
+            return entry
+        always: list[_Candidate] = []
+        by_field: dict[str, dict[object, list[_Candidate]]] = {}
+        for candidate in self.candidates(protocol, action):
+            pins = self._pins[id(candidate[1])]
+            if not pins:
+                always.append(candidate)
+                continue
+            field = min(pins, key=lambda f: (len(pins[f]), f))
+            table = by_field.setdefault(field, {})
+            for value in pins[field]:
+                table.setdefault(value, []).append(candidate)
+        entry = (
+            tuple(always),
+            tuple(
+                (
+                    field if _is_record_key(field) else None,
+                    accessor(field),
+                    {v: tuple(c) for v, c in table.items()},
+                )
+                for field, table in sorted(by_field.items())
+            ),
+        )
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = entry
+        return entry
+
+    def tested_rules(self, event: Event) -> list[str]:
+        """The ids of the rules ``match`` evaluates for this event, in rule order."""
+        always, pinned = self._entry(event.envelope.protocol, event.action)
+        tested = [*always, *(c for _, get, table in pinned for c in _lookup(table, get(event)))]
+        return sorted({self._rule_of[id(h)] for _, h in tested}, key=self._rank.__getitem__)
 
     def match(self, event: Event) -> Sequence[RuleMatch]:
         """The rules that hold for ``event`` (correlation rules: those crossing a threshold)."""
         self.events += 1
-        found = self._cache.get((event.envelope.protocol, event.action))
-        if found is None:
-            found = self.candidates(event.envelope.protocol, event.action)
-        if not found:
-            return NO_MATCHES
-        self.evaluations += len(found)
+        entry = self._cache.get((event.envelope.protocol, event.action))
+        if entry is None:
+            entry = self._entry(event.envelope.protocol, event.action)
+        always, pinned = entry
         out: list[RuleMatch] | None = None
-        for predicate, handler in found:
-            if predicate(event):
-                hit = handler(event)
-                if hit is not None:
-                    if out is None:
-                        out = [hit]
-                    else:
-                        out.append(hit)
+        if always:
+            self.evaluations += len(always)
+            for predicate, handler in always:
+                if predicate(event):
+                    hit = handler(event)
+                    if hit is not None:
+                        if out is None:
+                            out = [hit]
+                        else:
+                            out.append(hit)
+        for record_key, get, table in pinned:
+            # a key of the protocol record is read in place, other fields through their reader
+            value = event.fields.get(record_key, MISSING) if record_key is not None else get(event)
+            if value is MISSING or value is None:
+                continue
+            if value.__class__ is list or value.__class__ is tuple:
+                found = _lookup(table, value)
+            else:
+                try:
+                    found = table.get(value, ())
+                except TypeError:  # unhashable: a mapping
+                    found = ()
+            if not found:
+                continue
+            self.evaluations += len(found)
+            for predicate, handler in found:
+                if predicate(event):
+                    hit = handler(event)
+                    if hit is not None:
+                        if out is None:
+                            out = [hit]
+                        else:
+                            out.append(hit)
         return NO_MATCHES if out is None else tuple(out)
 
     # -- counters --------------------------------------------------------------------------

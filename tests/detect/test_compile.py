@@ -147,16 +147,24 @@ def test_compile_errors(selection: dict[str, Any], fragment: str) -> None:
     assert err.value.path == ("detection", "s", next(iter(selection)))
 
 
-def test_selection_actions() -> None:
-    def acts(selection: Any) -> frozenset[str] | None:
+def test_selection_pins() -> None:
+    def pins(selection: Any) -> dict[str, frozenset[object]]:
         return compile_selection(selection, ("s",))[1]
 
-    assert acts({"event.action": "modbus-diagnostics", "sub_function": 4}) == {"modbus-diagnostics"}
-    assert acts({"event.action": ["a", "b"]}) == {"a", "b"}
-    assert acts({"event.action|startswith": "modbus-"}) is None
-    assert acts({"unit_id": 1}) is None
-    assert acts([{"event.action": "a"}, {"event.action": "b", "x": 1}]) == {"a", "b"}
-    assert acts([{"event.action": "a"}, {"x": 1}]) is None
+    assert pins({"event.action": "modbus-diagnostics", "sub_function": 4}) == {
+        "event.action": {"modbus-diagnostics"},
+        "sub_function": {4},
+    }
+    assert pins({"event.action": ["a", "b"], "unit_id": [1, 2.5]}) == {
+        "event.action": {"a", "b"},
+        "unit_id": {1, 2.5},
+    }
+    # modifiers, null, booleans and the like pin nothing
+    assert pins({"event.action|startswith": "modbus-", "x": None, "y": [1, None], "z": True}) == {}
+    assert pins([{"event.action": "a", "x": 1}, {"event.action": "b", "y": 1}]) == {
+        "event.action": {"a", "b"}
+    }
+    assert pins([{"event.action": "a"}, {"x": 1}]) == {}
 
 
 def test_templates() -> None:

@@ -50,11 +50,22 @@ ANY_PINNED = make(
     "OTS-ANY-PINNED", "any", {"s": {"event.action": "s7comm-plc-stop"}, "condition": "s"}
 )
 S7 = make("OTS-S7", "s7comm", {"s": {"function": 41}, "condition": "s"})
-ALL = [PINNED, PINNED_AND, UNPINNED, NOT_PINNED, ANYWHERE, ANY_PINNED, S7]
+EXCEPTION = make(
+    "OTS-EXCEPTION",
+    "modbus",
+    {"s": {"exception_code": [1, 2]}, "t": {"unit_id": 1}, "condition": "s and not t"},
+)
+BAD_FC = make(
+    "OTS-BAD-FC", "any", {"s": {"anomalies": "modbus.invalid_function_code"}, "condition": "s"}
+)
+ALL = [PINNED, PINNED_AND, UNPINNED, NOT_PINNED, ANYWHERE, ANY_PINNED, S7, EXCEPTION, BAD_FC]
 
 
 def test_actions_derived_from_conditions() -> None:
     assert PINNED.actions == {"modbus-diagnostics", "modbus-read-coils"}
+    assert EXCEPTION.actions is None
+    assert EXCEPTION.pins == {"exception_code": {1, 2}}
+    assert NOT_PINNED.pins == {}
     assert PINNED_AND.actions == {"modbus-read-coils"}
     assert UNPINNED.actions is None
     assert NOT_PINNED.actions is None
@@ -69,25 +80,81 @@ def test_index_tests_only_the_rules_that_can_match() -> None:
         "OTS-UNPINNED",
         "OTS-NOT",
         "OTS-ANY",
+        "OTS-EXCEPTION",
+        "OTS-BAD-FC",
     ]
     assert engine.candidate_rules("modbus", "modbus-diagnostics") == [
         "OTS-PINNED",
         "OTS-UNPINNED",
         "OTS-NOT",
         "OTS-ANY",
+        "OTS-EXCEPTION",
+        "OTS-BAD-FC",
     ]
     assert engine.candidate_rules("modbus", "modbus-write-single-coil") == [
         "OTS-UNPINNED",
         "OTS-NOT",
         "OTS-ANY",
+        "OTS-EXCEPTION",
+        "OTS-BAD-FC",
     ]
     assert engine.candidate_rules("s7comm", "s7comm-plc-stop") == [
         "OTS-ANY",
         "OTS-ANY-PINNED",
         "OTS-S7",
+        "OTS-BAD-FC",
     ]
-    assert engine.candidate_rules("opcua", "opcua-read") == ["OTS-ANY"]
-    assert engine.candidate_rules("s7comm_plus", "s7comm-plc-stop") == ["OTS-ANY", "OTS-ANY-PINNED"]
+    assert engine.candidate_rules("opcua", "opcua-read") == ["OTS-ANY", "OTS-BAD-FC"]
+    assert engine.candidate_rules("s7comm_plus", "s7comm-plc-stop") == [
+        "OTS-ANY",
+        "OTS-ANY-PINNED",
+        "OTS-BAD-FC",
+    ]
+
+
+def test_pinned_fields_narrow_what_is_evaluated() -> None:
+    engine = RuleEngine(ALL)
+    plain = fixture_event({"event.action": "modbus-read-coils", "unit_id": 1}, "modbus")
+    assert engine.tested_rules(plain) == [
+        "OTS-PINNED",
+        "OTS-PINNED-AND",
+        "OTS-UNPINNED",
+        "OTS-NOT",
+        "OTS-ANY",
+    ]
+    failed = fixture_event(
+        {
+            "event.action": "modbus-read-coils",
+            "exception_code": 2,
+            "anomalies": ["modbus.flooded", "modbus.invalid_function_code"],
+        },
+        "modbus",
+    )
+    assert engine.tested_rules(failed)[-2:] == ["OTS-EXCEPTION", "OTS-BAD-FC"]
+    assert sorted(m.rule.id for m in engine.match(failed)) == [
+        "OTS-ANY",
+        "OTS-BAD-FC",
+        "OTS-EXCEPTION",
+        "OTS-NOT",
+        "OTS-PINNED",
+    ]
+    other = fixture_event({"event.action": "modbus-read-coils", "exception_code": 3}, "modbus")
+    assert "OTS-EXCEPTION" not in engine.tested_rules(other)
+
+
+def test_index_never_skips_a_rule_that_holds(lab_events: list[Event]) -> None:
+    rules = [*load_rules([RULES]), *ALL]
+    engine = RuleEngine(rules)
+    held = 0
+    for event in lab_events:
+        tested = set(engine.tested_rules(event))
+        for compiled in rules:
+            if compiled.rule.protocol in ("any", event.envelope.protocol) and compiled.predicate(
+                event
+            ):
+                held += 1
+                assert compiled.rule.id in tested, (compiled.rule.id, event)
+    assert held > 1000
 
 
 def test_no_match_returns_the_shared_empty_tuple() -> None:
@@ -113,8 +180,8 @@ def test_index_agrees_with_brute_force_on_every_lab_event(lab_events: list[Event
     assert {"modbus", "s7comm", "opcua"} <= set(protocols)
     matched = 0
     for event in lab_events:
-        got = [m.rule.id for m in engine.match(event)]
-        assert got == brute_force(ALL, event), event
+        got = sorted(m.rule.id for m in engine.match(event))
+        assert got == sorted(brute_force(ALL, event)), event
         matched += bool(got)
     assert matched > 100
     stats = engine.stats()
