@@ -1,24 +1,28 @@
 """Wires the stages: frames → decode → flows/reassembly → dissectors → fan-out → sinks.
 
-The per-packet loop lives in ``Pipeline.run`` and touches only locals and two bound methods.
-Everything else (events, flows ending, stats) happens far less often than packets.
+The per-packet loop lives in ``Pipeline.run`` and touches only locals and three bound methods
+(the evidence ring's append, the decoder, the flow table). Everything else (events, rule
+matching, flows ending, alert windows, stats) happens far less often than packets.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from otsentry import __version__
 from otsentry.assets.inventory import Inventory
 from otsentry.capture.base import Frame
 from otsentry.config import Config, DecodeAs
+from otsentry.detect.alerts import Aggregator
+from otsentry.detect.evidence import EvidenceRecorder
+from otsentry.detect.model import Rule, RuleMatch
 from otsentry.dissect.base import Tracer
 from otsentry.dissect.registry import DissectorRegistry
 from otsentry.ecs import (
@@ -35,7 +39,40 @@ from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import configured_registry, decoder_for, flow_table_for
 
 SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
-_PROGRESS_EVERY = 32_768  # packets between progress callbacks
+_PROGRESS_EVERY = 32_768  # packets between progress callbacks (and alert/evidence ticks)
+
+
+class Matcher(Protocol):
+    """What the pipeline needs of the rule engine (``otsentry.detect.engine.RuleEngine``)."""
+
+    @property
+    def rules(self) -> Collection[Rule]:
+        """The rules loaded."""
+        ...
+
+    def match(self, event: Event) -> Sequence[RuleMatch]:
+        """The rules ``event`` matches (empty, and falsy, for almost every event)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's counters, for ``stats.json``."""
+        ...
+
+
+def load_rules(
+    config: Config, paths: Sequence[Path] = (), builtin: bool | None = None
+) -> Matcher | None:
+    """The rule engine for the config's ``detection`` section plus ``paths`` (``builtin``
+    overrides ``detection.builtin_rules``); None when there is no rule to load. A broken rule
+    file raises ``otsentry.detect.loader.RuleError`` (a ValueError)."""
+    detection = config.detection
+    sources = (*detection.rules, *paths)
+    with_builtin = detection.builtin_rules if builtin is None else builtin
+    if not sources and not with_builtin:
+        return None
+    from otsentry.detect.engine import RuleEngine  # the loader's YAML and schema only when needed
+
+    return RuleEngine.load(sources, builtin=with_builtin, disabled=detection.disabled_rules)
 
 
 @dataclass(slots=True)
@@ -65,7 +102,13 @@ class Pipeline:
         sinks: Sequence[Sink] | None = None,
         interface: str | None = None,
         tracer: Tracer | None = None,
+        rules: Sequence[Path] = (),
+        builtin_rules: bool | None = None,
+        engine: Matcher | None = None,
     ) -> None:
+        """``rules`` adds rule files or directories to the config's, ``builtin_rules`` overrides
+        ``detection.builtin_rules``; ``engine`` replaces the engine they would build. A broken
+        rule file raises ``otsentry.detect.loader.RuleError``."""
         self.config = config
         self.out_dir = out_dir
         self.registry = configured_registry(config, decode_as, registry)
@@ -88,6 +131,31 @@ class Pipeline:
         self.ids = DocumentIds(config.sensor.name)
         self.counters = RunCounters()
         self.event_hooks: list[Callable[[Event], Iterable[Alert]]] = []
+        self.engine = engine if engine is not None else load_rules(config, rules, builtin_rules)
+        self._match = self.engine.match if self.engine is not None else None
+        self.rule_matches: Counter[str] = Counter()
+        alerts = config.alerts
+        ev = alerts.evidence
+        self.evidence = (
+            EvidenceRecorder(
+                out_dir,
+                packets_before=ev.packets_before,
+                packets_after=ev.packets_after,
+                ring_packets=ev.ring_packets,
+                max_files=ev.max_files,
+                wait=max(alerts.aggregation_window, 1.0),
+            )
+            if ev.enabled
+            else None
+        )
+        self.aggregator = Aggregator(
+            alerts.aggregation_window,
+            self._write_alert,
+            on_open=self._evidence_for_match if self.evidence is not None else None,
+        )
+        #: packets counted before the current ``run`` call; whether one is under way
+        self._base = 0
+        self._running = False
         self._started = time.perf_counter()
         self._finished: dict[str, Any] | None = None
 
@@ -99,18 +167,33 @@ class Pipeline:
 
     # -- the hot loop -----------------------------------------------------------------------
     def run(self, frames: Iterable[Frame], progress: Callable[[], None] | None = None) -> None:
-        """Process frames until the iterator ends (or raises: counts are kept either way)."""
+        """Process frames until the iterator ends (or raises: counts are kept either way).
+
+        Every ``_PROGRESS_EVERY`` packets (fewer when the evidence ring is small, so that no
+        frame leaves it unseen) the alert windows and evidence captures are ticked and
+        ``progress`` is called."""
         decode = self.decoder.decode
         table = self.table
         packet = table.packet
+        evidence = self.evidence
+        # the evidence ring keeps the frame tuples themselves; without evidence a zero-length
+        # deque swallows them at the same cost as a test
+        keep = (evidence.ring if evidence is not None else deque(maxlen=0)).append
+        batch = _PROGRESS_EVERY
+        if evidence is not None:
+            batch = max(1, min(batch, evidence.ring_packets // 2))
         it: Iterator[Frame] = iter(frames)
         c = self.counters
         packets = nbytes = 0
         ts = first = -1
+        self._base = c.packets
+        self._running = True
         try:
             while True:
                 before = packets
-                for ts, linktype, data in islice(it, _PROGRESS_EVERY):
+                for frame in islice(it, batch):
+                    keep(frame)
+                    ts, linktype, data = frame
                     if first < 0:
                         first = ts
                     packets += 1
@@ -119,16 +202,32 @@ class Pipeline:
                     if pkt is not None:
                         table.frame = packets
                         packet(pkt, ts, data)
+                if packets > before:
+                    self.tick(ts, self._base + packets)
                 if progress is not None:
                     progress()
-                if packets - before < _PROGRESS_EVERY:
+                if packets - before < batch:
                     break
         finally:
+            self._running = False
             c.packets += packets
             c.bytes += nbytes
             if first >= 0:
                 c.first_ts = first if c.first_ts is None else min(c.first_ts, first)
                 c.last_ts = ts if c.last_ts is None else max(c.last_ts, ts)
+
+    def tick(self, ts: int, packet_no: int) -> None:
+        """Periodic work at packet time ``ts`` after packet ``packet_no``: close the alert
+        windows that are due, collect evidence packets."""
+        self.aggregator.tick(ts)
+        if self.evidence is not None:
+            self.evidence.advance(packet_no, ts)
+
+    def _packet_no(self) -> int:
+        """The number of the packet being processed (the last one outside ``run``)."""
+        if self._running:
+            return self._base + self.table.frame
+        return self.counters.packets
 
     # -- fan-out ----------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -142,9 +241,25 @@ class Pipeline:
             doc = event_doc(event, self.observer, self.ids)
             for sink in self.event_sinks:
                 sink.write(Stream.EVENTS, doc)
+        match = self._match
+        if match is not None:
+            found = match(event)
+            if found:
+                self._on_matches(found)
         for hook in self.event_hooks:
             for alert in hook(event):
                 self.on_alert(alert)
+
+    def _on_matches(self, matches: Sequence[RuleMatch]) -> None:
+        counts = self.rule_matches
+        for m in matches:
+            counts[m.rule.id] += 1
+        self.aggregator.add(matches)
+
+    def _evidence_for_match(self, match: RuleMatch) -> str | None:
+        assert self.evidence is not None
+        conn = match.event.envelope.conn
+        return self.evidence.start(conn, match.rule.id, self._packet_no())
 
     def _identify(self, event: Event) -> None:
         env = event.envelope
@@ -157,7 +272,16 @@ class Pipeline:
             )
 
     def on_alert(self, alert: Alert) -> None:
-        """An alert from the rule engine or the baseline detector."""
+        """An alert from a detection hook (the baseline detector): evidence is taken now, and
+        the alert written."""
+        if alert.evidence_pcap is None and self.evidence is not None and alert.events:
+            conn = alert.events[0].envelope.conn
+            path = self.evidence.start(conn, alert.rule_id, self._packet_no())
+            if path is not None:
+                alert = replace(alert, evidence_pcap=path)
+        self._write_alert(alert)
+
+    def _write_alert(self, alert: Alert) -> None:
         self.counters.alerts[SEVERITY_NAMES.get(alert.severity, str(alert.severity))] += 1
         doc = alert_doc(alert, self.observer, self.ids)
         for sink in self.sinks:
@@ -171,6 +295,9 @@ class Pipeline:
         c = self.counters
         end_ts = c.last_ts if c.last_ts is not None else time.time_ns()
         self.table.close_all(end_ts)
+        self.aggregator.flush()
+        if self.evidence is not None:
+            self.evidence.finish(c.packets)
         for asset in self.inventory.assets():
             doc = asset_doc(asset, self.observer, self.ids)
             for sink in self.sinks:
@@ -201,6 +328,10 @@ class Pipeline:
             "events": dict(c.events),
             "alerts": alerts,
             "alerts_total": sum(c.alerts.values()),
+            "detection": self._detection_stats(),
+            "evidence": (
+                self.evidence.stats.as_dict() if self.evidence is not None else {"enabled": False}
+            ),
             "assets": len(self.inventory),
             "parse_errors": {
                 "decode": dict(self.decoder.errors),
@@ -218,4 +349,14 @@ class Pipeline:
             "last_packet": iso_time(c.last_ts) if c.last_ts is not None else None,
             "seconds": round(seconds, 3),
             "packets_per_second": round(c.packets / seconds) if seconds > 0 else 0,
+        }
+
+    def _detection_stats(self) -> dict[str, Any]:
+        engine = self.engine
+        return {
+            "rules_loaded": len(engine.rules) if engine is not None else 0,
+            "matches": dict(sorted(self.rule_matches.items())),
+            **self.aggregator.stats.as_dict(),
+            "windows_open": len(self.aggregator),
+            "engine": engine.stats() if engine is not None else {},
         }

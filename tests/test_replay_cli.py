@@ -216,3 +216,195 @@ def test_every_public_capture_replays_without_a_traceback(tmp_path: Path) -> Non
     manifest = (SHARED_PCAPS / "MANIFEST.tsv").read_text().splitlines()[1:]
     expected = sum(int(line.split("\t")[6]) for line in manifest)
     assert stats["packets"] == expected
+
+
+# -- rules, alerts and evidence ----------------------------------------------------------------
+
+LAB = Path(__file__).resolve().parents[1] / "pcaps"
+ALERT_RULES = Path(__file__).parent / "detect" / "alert_rules"
+
+
+def replay_rules(name: str, out: Path, *args: str | Path) -> tuple[dict, list[dict]]:  # type: ignore[type-arg]
+    res = otsentry(
+        "replay",
+        LAB / name,
+        "--out",
+        out,
+        "--quiet",
+        "--json",
+        "--no-builtin-rules",
+        "--rules",
+        ALERT_RULES,
+        *args,
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout), read_ndjson(out / "alerts.ndjson")
+
+
+def by_rule_and_source(alerts: list[dict]) -> dict[tuple[str, str], list[int]]:  # type: ignore[type-arg]
+    found: dict[tuple[str, str], list[int]] = {}
+    for doc in alerts:
+        key = (doc["rule"]["id"], doc["source"]["ip"])
+        found.setdefault(key, []).append(doc["otsentry"]["alert"]["count"])
+    return found
+
+
+def test_rule_alerts_aggregate_per_rule_and_host_pair(tmp_path: Path) -> None:
+    stats, alerts = replay_rules("modbus_attacks.pcap", tmp_path)
+    assert by_rule_and_source(alerts) == {
+        ("OTS-TEST-MODBUS-DIAGNOSTICS", "10.10.30.66"): [4],
+        ("OTS-TEST-MODBUS-WRITE", "10.10.30.66"): [9],
+        ("OTS-TEST-MODBUS-WRITE", "10.10.30.10"): [6],
+        # a correlation: 6 matches of 5 exception-02 answers each
+        ("OTS-TEST-MODBUS-ILLEGAL-ADDRESS", "10.10.30.66"): [30],
+    }
+    burst = next(a for a in alerts if a["rule"]["id"] == "OTS-TEST-MODBUS-ILLEGAL-ADDRESS")
+    assert burst["otsentry"]["alert"]["group"] == {
+        "source.ip": "10.10.30.66",
+        "destination.ip": "10.10.30.5",
+    }
+    diag = next(a for a in alerts if a["rule"]["id"] == "OTS-TEST-MODBUS-DIAGNOSTICS")
+    assert diag["message"] == "Modbus diagnostics sub-function 0 from 10.10.30.66 to 10.10.30.5"
+    assert diag["event"]["reason"] == "FC 8 sub-function 0 (return_query_data)"
+    assert diag["@timestamp"] == diag["event"]["start"] == "2026-11-22T00:43:11.855454Z"
+    assert diag["event"]["end"] == "2026-11-22T00:43:19.016085Z"
+    assert diag["rule"]["version"] == "2" and diag["rule"]["ruleset"] == "otsentry-ics"
+    assert diag["rule"]["reference"] == "https://attack.mitre.org/techniques/T0814/"
+    assert diag["threat"]["framework"] == "MITRE ATT&CK for ICS"
+    assert diag["threat"]["technique"]["id"] == ["T0814", "T0816"]
+    assert diag["otsentry"]["alert"]["attack_version"]
+    assert diag["tags"] == ["ics", "modbus", "otsentry", "attack.t0814", "attack.t0816"]
+    assert diag["otsentry"]["modbus"]["sub_function"] == 0
+    detection = stats["detection"]
+    assert detection["rules_loaded"] == 5
+    assert detection["matches"] == {
+        "OTS-TEST-MODBUS-DIAGNOSTICS": 4,
+        "OTS-TEST-MODBUS-ILLEGAL-ADDRESS": 6,
+        "OTS-TEST-MODBUS-WRITE": 15,
+    }
+    assert (detection["emitted"], detection["aggregated"], detection["windows_evicted"]) == (
+        4,
+        21,
+        0,
+    )
+    assert detection["engine"]["rules"] == 5
+    assert stats["alerts"] == {"low": 1, "medium": 2, "high": 1, "critical": 0}
+    assert stats["alerts_total"] == 4
+    assert stats["evidence"]["files_written"] == 4
+    assert sorted(p.name for p in (tmp_path / "evidence").iterdir()) == sorted(
+        Path(a["otsentry"]["evidence"]["pcap"]).name for a in alerts
+    )
+
+
+def test_aggregation_window_from_the_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "otsentry.yaml"
+    cfg.write_text("alerts: {aggregation_window: 0.6}\n")
+    _, alerts = replay_rules("modbus_attacks.pcap", tmp_path / "o", "--config", cfg)
+    assert by_rule_and_source(alerts)[("OTS-TEST-MODBUS-DIAGNOSTICS", "10.10.30.66")] == [1, 2, 1]
+
+
+def test_s7_and_opcua_rule_alerts(tmp_path: Path) -> None:
+    stats, alerts = replay_rules("s7comm_engineering.pcap", tmp_path / "s7")
+    assert by_rule_and_source(alerts) == {("OTS-TEST-S7-STOP", "10.10.30.20"): [2]}
+    assert alerts[0]["event"]["severity"] == 99 and alerts[0]["event"]["risk_score"] == 99.0
+    assert alerts[0]["event"]["action"] == "s7comm-plc-stop"
+    assert stats["alerts"]["critical"] == 1
+    _, alerts = replay_rules("opcua_attacks.pcap", tmp_path / "ua")
+    assert by_rule_and_source(alerts) == {
+        ("OTS-TEST-OPCUA-WRITE", "10.10.30.10"): [5],
+        ("OTS-TEST-OPCUA-WRITE", "10.10.30.66"): [4],
+    }
+    # a rule without a message template: "<title> from <source.ip> to <destination.ip>"
+    assert {a["message"] for a in alerts} == {
+        "Test - OPC UA write from 10.10.30.10 to 10.10.30.7",
+        "Test - OPC UA write from 10.10.30.66 to 10.10.30.7",
+    }
+
+
+def test_same_replay_same_alerts_and_evidence(tmp_path: Path) -> None:
+    _, first = replay_rules("modbus_attacks.pcap", tmp_path / "a")
+    _, second = replay_rules("modbus_attacks.pcap", tmp_path / "b")
+
+    def stable(doc: dict) -> dict:  # type: ignore[type-arg]
+        return {**doc, "event": {k: v for k, v in doc["event"].items() if k != "created"}}
+
+    assert [stable(d) for d in first] == [stable(d) for d in second]
+    for doc in first:
+        name = doc["otsentry"]["evidence"]["pcap"]
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_config_rules_and_disabled_rules(tmp_path: Path) -> None:
+    cfg = tmp_path / "otsentry.yaml"
+    cfg.write_text(
+        f"detection:\n  rules: [{ALERT_RULES}]\n  builtin_rules: false\n"
+        "  disabled_rules: [OTS-TEST-MODBUS-WRITE]\n"
+    )
+    res = otsentry(
+        "replay",
+        LAB / "modbus_attacks.pcap",
+        "--config",
+        cfg,
+        "--out",
+        tmp_path / "o",
+        "-q",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["detection"]["rules_loaded"] == 4
+    rules = {a["rule"]["id"] for a in read_ndjson(tmp_path / "o" / "alerts.ndjson")}
+    assert rules == {"OTS-TEST-MODBUS-DIAGNOSTICS", "OTS-TEST-MODBUS-ILLEGAL-ADDRESS"}
+
+
+def test_builtin_pack_loads_by_default_and_can_be_left_out(tmp_path: Path) -> None:
+    res = otsentry(
+        "replay", LAB / "s7comm_engineering.pcap", "--out", tmp_path / "a", "-q", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    stats = json.loads(res.stdout)
+    assert stats["detection"]["rules_loaded"] > 0 and stats["alerts_total"] > 0
+    assert all(
+        a["rule"]["id"].startswith("OTS-S7-") for a in read_ndjson(tmp_path / "a" / "alerts.ndjson")
+    )
+    res = otsentry(
+        "replay",
+        LAB / "s7comm_engineering.pcap",
+        "--out",
+        tmp_path / "b",
+        "-q",
+        "--json",
+        "--no-builtin-rules",
+    )
+    stats = json.loads(res.stdout)
+    assert stats["detection"]["rules_loaded"] == 0 and stats["alerts_total"] == 0
+    assert stats["detection"]["engine"] == {}
+
+
+STOP_RULE = (ALERT_RULES / "s7_plc_stop.yml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (STOP_RULE.replace("level: critical", "level: severe"), "bad.yml:11: level:"),
+        (STOP_RULE.replace("rev: 1", "rev: zero"), "bad.yml:2: rev:"),
+        ("id: [unclosed\n", "bad.yml:2"),
+    ],
+)
+def test_broken_rule_file_exits_2(tmp_path: Path, text: str, where: str) -> None:
+    assert text != STOP_RULE
+    bad = tmp_path / "bad.yml"
+    bad.write_text(text)
+    res = otsentry("replay", LAB / "modbus_attacks.pcap", "--out", tmp_path / "o", "--rules", bad)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert where in res.stderr.replace(str(tmp_path) + "/", "")
+    assert not (tmp_path / "o" / "stats.json").exists()
+
+
+def test_missing_rules_path_exits_2(tmp_path: Path) -> None:
+    res = otsentry(
+        "replay", LAB / "modbus_attacks.pcap", "--out", tmp_path / "o", "--rules", tmp_path / "nope"
+    )
+    assert res.returncode == 2
+    assert "nope" in res.stderr and "Traceback" not in res.stderr

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from otsentry import __version__
-from otsentry.cli import assets, dissect, replay, rules
+from otsentry.cli import alerts, assets, dissect, replay, rules
 
 app = typer.Typer(
     name="otsentry",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command("replay")(replay.replay)
 app.command("dissect")(dissect.dissect)
+app.command("alerts")(alerts.alerts)
 app.command("assets")(assets.assets)
 app.add_typer(rules.app, name="rules")
 

@@ -39,19 +39,40 @@ def replay(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the run's stats as JSON on stdout.")
     ] = False,
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rules", help="Rule file or directory to load besides the config's (repeatable)."
+        ),
+    ] = None,
+    no_builtin_rules: Annotated[
+        bool, typer.Option("--no-builtin-rules", help="Do not load the built-in rule pack.")
+    ] = False,
 ) -> None:
     """Replay captures through the sensor pipeline (no Elasticsearch needed).
 
     Writes events.ndjson, alerts.ndjson, assets.ndjson and stats.json to the output directory.
-    Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config error.
+    Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config
+    error (a broken rule file included).
     """
-    cfg, rules = settings(config, decode_as)
+    cfg, decode_rules = settings(config, decode_as)
     out_dir = out if out is not None else cfg.outputs.dir
     paths = capture_paths(pcaps)
+    from otsentry.detect.loader import RuleError  # with the rule engine, only when replaying
+
     try:
-        pipeline = Pipeline(cfg, out_dir, decode_as=rules)
+        pipeline = Pipeline(
+            cfg,
+            out_dir,
+            decode_as=decode_rules,
+            rules=rules or (),
+            builtin_rules=False if no_builtin_rules else None,
+        )
     except UnknownProtocolError as exc:
         error(f"--decode-as: {exc}")
+        raise typer.Exit(2) from None
+    except RuleError as exc:
+        error(exc)
         raise typer.Exit(2) from None
     except OSError as exc:
         error(f"cannot write to {out_dir}: {exc}")

@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 from otsentry.capture.base import Frame
-from otsentry.decode import TCP, UDP, Decoder, FlowKey
+from otsentry.decode import ACK, SYN, TCP, UDP, Decoder, FlowKey
 from otsentry.model import Conn
 
 #: captures waiting for the packets after their trigger at most; beyond, the oldest is written
@@ -206,22 +206,26 @@ class EvidenceRecorder:
 
     # -- selection ---------------------------------------------------------------------------
 
-    def _is_flow(self, cap: _Capture, frame: Frame) -> bool:
-        ts, linktype, data = frame
-        if cap.client not in data or cap.server not in data:
-            return False  # a byte search rules out most frames before any decoding
-        pkt = self._decoder.decode(linktype, data, ts)
-        return pkt is not None and pkt[0] in cap.keys
-
     def _before(self, cap: _Capture, packet_no: int) -> list[Numbered]:
-        """The flow's last ``packets_before`` + 1 frames up to ``packet_no``, oldest first."""
+        """The flow's last ``packets_before`` + 1 frames up to ``packet_no``, oldest first (the
+        scan back stops early at the client's SYN: nothing of the flow comes before it)."""
         want = self.packets_before + 1
         found: list[Numbered] = []
-        for back, frame in enumerate(reversed(self.ring)):
-            if self._is_flow(cap, frame):
-                found.append((packet_no - back, frame))
-                if len(found) >= want:
-                    break
+        client, server, keys = cap.client, cap.server, cap.keys
+        decode = self._decoder.decode
+        back = -1
+        for frame in reversed(self.ring):
+            back += 1
+            data = frame[2]
+            if client not in data or server not in data:
+                continue  # a byte search rules out most frames before any decoding
+            pkt = decode(frame[1], data, frame[0])
+            if pkt is None or pkt[0] not in keys:
+                continue
+            found.append((packet_no - back, frame))
+            flags = pkt[1]
+            if len(found) >= want or (flags & SYN and not flags & ACK):
+                break
         found.reverse()
         return found
 
@@ -234,13 +238,20 @@ class EvidenceRecorder:
         ring = self.ring
         have = min(new, len(ring))
         number = packet_no - have
+        client, server, keys = cap.client, cap.server, cap.keys
+        decode = self._decoder.decode
         for frame in islice(ring, len(ring) - have, None):
             number += 1
-            if self._is_flow(cap, frame):
-                cap.frames.append((number, frame))
-                cap.after_found += 1
-                if cap.after_found >= cap.after_wanted:
-                    break
+            data = frame[2]
+            if client not in data or server not in data:
+                continue
+            pkt = decode(frame[1], data, frame[0])
+            if pkt is None or pkt[0] not in keys:
+                continue
+            cap.frames.append((number, frame))
+            cap.after_found += 1
+            if cap.after_found >= cap.after_wanted:
+                break
         cap.scanned_to = packet_no
 
     # -- files -------------------------------------------------------------------------------
@@ -261,7 +272,8 @@ class EvidenceRecorder:
         for _, frame in cap.frames:
             by_linktype.setdefault(frame[1], []).append(frame)
         trigger_linktype = cap.frames[-1 - cap.after_found][1][1]
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.stats.written:
+            self.directory.mkdir(parents=True, exist_ok=True)
         for linktype, frames in by_linktype.items():
             suffix = "" if linktype == trigger_linktype else f"-linktype{linktype}"
             self.stats.frames += write_pcap(
