@@ -1,19 +1,62 @@
 """Protocol-independent network events for the rule engine: flows starting and ending, ARP.
 
 ``NetworkEvents`` turns the flow table's hooks and the decoder's ARP packets into ``Event``
-objects with ``network.protocol`` = ``network``:
+objects with ``network.protocol`` = ``network`` (``logsource: {protocol: network}`` in a rule).
+They feed the rule engine only; ``events.ndjson`` keeps to protocol records.
 
-- ``network-flow-start``: a TCP/UDP flow entered the flow table (the scan rules count them).
-- ``network-flow-end``: a flow left it, with the state its handshake reached and why it ended.
-- ``network-ip-mac-change``: ARP moved an IP to another MAC.
-- ``network-arp-conflict``: the IP went back to the MAC it had before the change: two hosts
-  answer for one IP, the pattern of ARP spoofing (reported once per ``report_interval``).
+- ``network-flow-start``: a TCP/UDP flow entered the flow table, ICS or not (scan rules count
+  these: distinct servers per client on 502/102/4840, distinct ports per client and server).
+  Fields: ``transport``, ``server_port``, ``protocol`` (the dissector bound by port, "" until a
+  probe finds one), ``ics_service`` (the well-known ICS service of the server port, dissected or
+  not: ``dnp3``, ``enip``…), ``roles_from``, ``syn`` (began with a SYN), ``vlan``. Time: the
+  flow's first packet.
+- ``network-flow-end``: the flow left the table. The same fields plus ``state`` (``rejected``,
+  ``unanswered``, ``half_open``, ``established``, ``midstream``: see ``Flow.state``), ``reason``
+  (``fin``, ``rst``, ``idle``, ``evicted``, ``end``), ``packets_to_server``,
+  ``packets_to_client``, ``bytes_to_server``, ``bytes_to_client``, ``duration`` (s);
+  ``event.duration`` in ns; ``event.outcome`` success / failure (rejected, unanswered) /
+  unknown. Time: when the table ended the flow (an idle flow ends a sweep after its timeout).
+- ``network-ip-mac-change``: ARP moved an IP to another MAC. Fields: ``ip``, ``old_mac``,
+  ``new_mac``, ``arp_op`` (request / reply), ``gratuitous`` (sender IP = target IP, or a reply
+  to the broadcast MAC), ``solicited`` (replies only: a request for it was seen in the last
+  ``solicit_window`` s), ``old_mac_idle_seconds`` (since ARP last confirmed the old MAC),
+  ``old_mac_held_seconds``, ``changes`` (for this IP so far), ``virtual_mac`` (``vrrp``,
+  ``hsrp``, ``glbp`` when either MAC is a first-hop redundancy MAC, else ""), ``new_mac_ips``
+  (addresses the new MAC now holds in the segment), ``ics_protocols`` (what the IP served).
+  Anomaly ``network.arp_sender_mac_mismatch`` when the Ethernet source is not the ARP sender.
+- ``network-arp-conflict``: the same fields, when the IP goes back to the MAC it had before
+  within ``conflict_window`` s: two hosts answer for one address, the pattern of ARP spoofing
+  (and of a spoofing tool restoring caches). Reported at most once per ``report_interval`` s per
+  IP; ``flips`` counts every return so far and ``suppressed`` those not reported since the
+  last event.
 
-IP→MAC bindings come from ARP only (the sender of requests and replies), never from the MACs of
-IP packets, which name the router for every off-segment address. They are kept per segment and
-outer VLAN, so cells that reuse one address plan on several VLANs do not collide. ARP probes
-(sender 0.0.0.0) and senders with a group, broadcast or zero MAC bind nothing (counted). Every
-table is bounded and evicts its least recently used entries (counted in ``stats()``).
+The envelope of a flow event is the flow's ``Conn`` (client = source). An ARP event gets a
+``Conn`` of its own: source = the sender (the IP whose binding moved, with its new MAC),
+destination = the target IP and MAC (None when all zero), ports 0, ``transport`` ``arp``
+(ECS ``network.transport`` is free text; ``arp`` is what an analyst filters on), no Community
+ID (it is defined for IP flows only), segment from ``segment_for`` on the sender IP.
+
+Choices made against false positives:
+- Bindings come from ARP only (the sender of requests and replies), never from the MACs of IP
+  packets, which carry the router's MAC for every off-segment address and would "change"
+  whenever a route does.
+- Bindings are kept per segment and outer VLAN: cells that reuse one address plan on several
+  VLANs do not collide.
+- ARP probes (sender 0.0.0.0, RFC 5227) and senders with a group, broadcast or zero MAC, or a
+  0/8, multicast or broadcast IP, bind nothing (counted).
+- DHCP renumbering, a replaced device and a NIC swap are real changes and are reported once,
+  with ``old_mac_idle_seconds`` for the rule to weigh: a PLC that is polled is confirmed by ARP
+  every minute or so, a renumbered address was quiet for hours. A return to an earlier MAC
+  after ``conflict_window`` is a plain change, not a conflict.
+- Redundant routers: with virtual MACs (VRRP/CARP, HSRP) a failover changes nothing; GLBP
+  answers for one address with several virtual MACs by design, and keepalived without
+  ``use_vmac`` moves the address between real MACs, so ``virtual_mac`` is named for the rule to
+  exclude, and sites list such addresses in the rule's filter.
+- Proxy ARP shows as one MAC holding many addresses (``new_mac_ips``); so does an attacker
+  poisoning a whole segment: the rule decides, the field tells.
+
+Every table is bounded and evicts its least recently used entries (counted in ``stats()``): IP
+bindings, requests awaiting a reply, and the servers known to speak an ICS protocol.
 """
 
 from __future__ import annotations

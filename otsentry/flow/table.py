@@ -111,7 +111,7 @@ class Flow:
         self.client_mac: bytes | None = None
         self.server_mac: bytes | None = None
         self.conn: Conn | None = None  # built on first use (``conn_of``)
-        #: TCP: the first packet was a SYN without ACK; the server sent a SYN-ACK; who sent a RST
+        #: TCP: the first packet was the client's SYN; the server sent a SYN-ACK; who sent a RST
         self.syn = self.synack = self.rst_c = self.rst_s = False
         #: set when the flow leaves the table: packet time, and fin / rst / idle / evicted / end
         self.end_ts = 0
@@ -314,7 +314,7 @@ class FlowTable:
             )
             flow.client_mac, flow.server_mac = dmac, smac
         flow.roles_from = roles_from
-        flow.syn = transport == TCP and flags & (SYN | ACK) == SYN
+        flow.syn = fc and transport == TCP and flags & (SYN | ACK) == SYN
         flow.segment = self.segment_for(ip_text(flow.server_ip), vlan_ids(vlan)[0])
         key_c = (
             flow.client_ip,

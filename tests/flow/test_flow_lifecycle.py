@@ -113,6 +113,7 @@ def test_syn_flag_records_whether_the_flow_began_with_a_syn() -> None:
         ([c2s("S"), s2c("SA")], True),
         ([s2c("SA"), c2s("A")], False),
         ([c2s("PA", b"x")], False),
+        ([s2c("S")], False),  # a SYN from port 502: the port decides the roles, not the SYN
     ):
         h = Hooks()
         h.feed(frames)
