@@ -22,7 +22,8 @@ They feed the rule engine only; ``events.ndjson`` keeps to protocol records.
   ``solicit_window`` s), ``old_mac_idle_seconds`` (since ARP last confirmed the old MAC),
   ``old_mac_held_seconds``, ``changes`` (for this IP so far), ``virtual_mac`` (``vrrp``,
   ``hsrp``, ``glbp`` when either MAC is a first-hop redundancy MAC, else ""), ``new_mac_ips``
-  (addresses the new MAC now holds in the segment), ``ics_protocols`` (what the IP served).
+  (addresses the new MAC now holds in the segment), ``ics_protocols`` (the ICS protocols the IP
+  accepted connections for, from flows seen so far).
   Anomaly ``network.arp_sender_mac_mismatch`` when the Ethernet source is not the ARP sender.
 - ``network-arp-conflict``: the same fields, when the IP goes back to the MAC it had before
   within ``conflict_window`` s: two hosts answer for one address, the pattern of ARP spoofing
@@ -232,7 +233,7 @@ class NetworkEvents:
             where = (flow.segment, flow.vlan, flow.server_ip)
             if self._candidates.get(where) is flow:
                 del self._candidates[where]
-            if flow.packets_s:
+            if _answered(flow):
                 self._serves(where, flow.protocol)
         fields = _flow(flow)
         fields["state"] = state
@@ -271,7 +272,7 @@ class NetworkEvents:
     def _ics_protocols(self, where: _Where) -> tuple[str, ...]:
         """The ICS protocols an address has served (a live flow's answer counts too)."""
         cand = self._candidates.get(where)
-        if cand is not None and cand.packets_s:
+        if cand is not None and _answered(cand):
             del self._candidates[where]
             self._serves(where, cand.protocol)
         return self._servers.get(where, ())
@@ -426,6 +427,13 @@ class NetworkEvents:
             "ics_servers": len(self._servers),
             "ics_servers_evicted": self.servers_evicted,
         }
+
+
+def _answered(flow: Flow) -> bool:
+    """The server took part: it accepted the SYN, or (no SYN seen) sent more than a RST."""
+    if flow.transport == TCP and flow.syn:
+        return flow.synack
+    return flow.packets_s > (1 if flow.rst_s else 0)
 
 
 def _flow(flow: Flow) -> dict[str, Any]:

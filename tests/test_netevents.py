@@ -407,7 +407,7 @@ def test_lab_arp_spoofing_and_scan(request: pytest.FixtureRequest) -> None:
     the HMI with forged replies, then restores the HMI's entry with the PLC's MAC from its own
     port."""
     s = Sensor()
-    s.replay(capture_path("lab/network_attacks.pcap", request))
+    s.replay(capture_path("lab/network_attacks_modbus.pcap", request))
     attacker = "10.10.30.66"
     (change,) = s.actions(IP_MAC_CHANGE)
     assert (change.fields["ip"], change.fields["old_mac"]) == (PLC, ecs(PLC_MAC))
@@ -416,6 +416,7 @@ def test_lab_arp_spoofing_and_scan(request: pytest.FixtureRequest) -> None:
     assert change.fields["ics_protocols"] == ["modbus"]
     (restore,) = s.actions(ARP_CONFLICT)
     assert (restore.fields["new_mac"], restore.fields["flips"]) == (ecs(PLC_MAC), 1)
+    assert restore.fields["ics_protocols"] == ["modbus"]  # the scan's RSTs on 102/4840 are not
     assert restore.anomalies == (SENDER_MAC_MISMATCH,)  # sent from the attacker's port
     assert s.net.stats()["arp_conflicts_suppressed"] == 0
     scan = [e for e in s.actions(FLOW_START) if e.envelope.conn.client_ip == attacker]
