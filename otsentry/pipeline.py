@@ -136,6 +136,7 @@ class Pipeline:
         self.rule_matches: Counter[str] = Counter()
         alerts = config.alerts
         ev = alerts.evidence
+        #: evidence pcaps; none when disabled or when no sink takes the alerts they belong to
         self.evidence = (
             EvidenceRecorder(
                 out_dir,
@@ -145,7 +146,7 @@ class Pipeline:
                 max_files=ev.max_files,
                 wait=max(alerts.aggregation_window, 1.0),
             )
-            if ev.enabled
+            if ev.enabled and any(s.wants(Stream.ALERTS) for s in self.sinks)
             else None
         )
         self.aggregator = Aggregator(
