@@ -560,7 +560,7 @@ SCENARIOS: dict[str, Scenario] = {
             tshark_args=("-d", "tcp.port==5020,mbtcp", "-o", "mbtcp.tcp.port:5020"),
         ),
         Scenario(
-            name="network_attacks",
+            name="network_attacks_modbus",
             summary="a rogue laptop sweeps ICS ports, scans plc2, sends non-ICS data, ARP-spoofs",
             protocol="mbtcp",
             pdu_field="mbtcp.trans_id",

@@ -58,7 +58,7 @@ COMMITTED: dict[str, tuple[str, str, list[tuple[tuple[str, str], ...]], tuple[st
         (),
     ),
     # HMI -> plc1 frames go to the attacker's MAC while it spoofs plc1: only rtu1's are plain
-    "network_attacks.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, RTU1)], ()),
+    "network_attacks_modbus.pcap": ("mbtcp", "mbtcp.trans_id", [(HMI, RTU1)], ()),
     "s7comm_attacks.pcap": ("s7comm", "s7comm.header.rosctr", [(HMI, PLC2), (ATTACKER, PLC2)], ()),
     "opcua_auth.pcap": (
         "opcua",
@@ -127,7 +127,7 @@ def test_committed_capture_decodes(name: str) -> None:
 
 @needs_tshark
 def test_check_accepts_committed_captures() -> None:
-    proc = run_make_lab("--check", "--out", str(PCAPS))
+    proc = run_make_lab("--check", "--out", str(PCAPS), timeout=300)  # 12 captures
     assert proc.returncode == 0, proc.stderr
     for name in COMMITTED:
         assert str(PCAPS / name) in proc.stdout
