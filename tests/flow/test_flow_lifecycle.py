@@ -14,7 +14,7 @@ from otsentry.capture.base import LINKTYPE_ETHERNET
 from otsentry.config import Config
 from otsentry.decode import Decoder
 from otsentry.dissect.registry import DissectorRegistry
-from otsentry.flow.table import Flow, FlowTable, conn_of
+from otsentry.flow.table import Flow, FlowTable, community_id, conn_of
 from otsentry.model import Event
 from otsentry.stages import configured_registry, decoder_for, flow_table_for
 from tests.conftest import SHARED_PCAPS, capture_path, lab_pcaps, shared_pcaps
@@ -257,3 +257,22 @@ def test_every_flow_starts_and_ends_once_and_ends_as_tshark_sees_it(
     expected = _tshark_syn_outcomes(path)
     assert states.count("rejected") == expected["rejected"]
     assert states.count("unanswered") == expected["unanswered"]
+
+
+def test_community_id_agrees_with_the_reference_library() -> None:
+    import random
+
+    from communityid import CommunityID, FlowTuple
+
+    reference = CommunityID()
+    rng = random.Random(1)
+    for i in range(2000):
+        size = 4 if i % 3 else 16
+        src = bytes(rng.getrandbits(8) for _ in range(size))
+        dst = src if i % 17 == 0 else bytes(rng.getrandbits(8) for _ in range(size))
+        sport = rng.choice((502, 102, rng.randrange(65536)))
+        dport = sport if i % 23 == 0 else rng.randrange(65536)
+        proto, make = (6, FlowTuple.make_tcp) if i % 2 else (17, FlowTuple.make_udp)
+        expected = reference.calc(make(src, dst, sport, dport))
+        assert community_id(src, dst, sport, dport, proto) == expected
+        assert community_id(dst, src, dport, sport, proto) == expected
