@@ -72,7 +72,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "OTS-OPCUA-ACTIVATION-REJECTED": {"T0859", "T0812"},
         "OTS-OPCUA-AUTH-FAILURE-BURST": {"T0859", "T0812"},
     },
-    "lab/network_attacks.pcap": {
+    "lab/network_attacks_modbus.pcap": {
         "OTS-ICS-NON-ICS-PAYLOAD": {"T0885"},
         "OTS-NET-ICS-HOST-SWEEP": {"T0846", "T0840"},
         "OTS-NET-PORT-SCAN": {"T0846", "T0840"},

@@ -56,7 +56,7 @@ def rule_matches(path: Path) -> Counter[str]:
 
 
 def test_network_attacks_raise_the_network_rules(request: pytest.FixtureRequest) -> None:
-    found = rule_matches(capture_path("lab/network_attacks.pcap", request))
+    found = rule_matches(capture_path("lab/network_attacks_modbus.pcap", request))
     for rule_id in (
         "OTS-NET-ICS-HOST-SWEEP",
         "OTS-NET-PORT-SCAN",
