@@ -42,6 +42,20 @@ def _identity(rec: dict[str, Any]) -> dict[str, Any] | None:
     return identity_of(rec)
 
 
+_USERDATA_KEYS = (
+    "userdata_type",
+    "userdata_type_name",
+    "userdata_group",
+    "userdata_group_name",
+    "userdata_subfunction",
+    "userdata_subfunction_name",
+)
+
+
+#: the keys whose differing answer is kept as ``response_<key>``
+_ANSWER_KEYS = frozenset(("userdata_group", "userdata_subfunction"))
+
+
 def transaction(
     conn: Conn,
     req: dict[str, Any],
@@ -59,8 +73,13 @@ def transaction(
     fields["rosctr_name"] = req["rosctr_name"]
     fields["response_rosctr"] = resp["rosctr"]
     if "userdata_type" in req:
-        fields["userdata_type"] = req["userdata_type"]
-        fields["userdata_type_name"] = req.get("userdata_type_name")
+        # a refused request is answered under another group / sub-function: the event keeps
+        # what was asked, and the answer's as ``response_userdata_*``
+        for key in _USERDATA_KEYS:
+            if key in req:
+                if key in resp and resp[key] != req[key] and key in _ANSWER_KEYS:
+                    fields[f"response_{key}"] = resp[key]
+                fields[key] = req[key]
     fields["request_frame"] = req_frame
     fields["response_frame"] = resp_frame
     anomalies = req_anomalies + tuple(a for a in resp_anomalies if a not in req_anomalies)

@@ -258,3 +258,28 @@ def test_short_read_var_path_records_what_the_general_path_records(
     general = events(lambda *args: None, tmp_path / "b")
     assert len(short) > 150
     assert short == general
+
+
+def test_a_refused_userdata_request_keeps_what_was_asked(tmp_path: Path) -> None:
+    """python-snap7 answers requests it does not support under group 4 / read SZL: the event
+    still names the request's group and sub-function, and keeps the answer's apart."""
+    path = LAB_PCAPS / "s7comm_attacks.pcap"
+    if not path.exists():
+        pytest.skip("lab capture missing")
+    seen: list[Event] = []
+
+    def hook(event: Event) -> list[Alert]:
+        if "response_userdata_group" in event.fields:
+            seen.append(event)
+        return []
+
+    pipeline = Pipeline(Config(), tmp_path)
+    pipeline.event_hooks.append(hook)
+    with open_capture(path) as reader:
+        pipeline.run(reader)
+    pipeline.finish()
+    by_action = {e.action: e.fields for e in seen}
+    force = by_action["s7comm-force"]
+    assert (force["userdata_group"], force["userdata_subfunction"]) == (1, 9)
+    assert force["userdata_group_name"] == "programmer_commands"
+    assert (force["response_userdata_group"], force["response_userdata_subfunction"]) == (4, 1)
