@@ -157,3 +157,17 @@ def test_builtin_pack_is_the_rules_directory() -> None:
     assert len(rules) == len(paths)
     with_tests = load_rules([RULES])
     assert len(with_tests) == len(paths) + 4
+
+
+def test_a_file_changed_since_the_last_load_is_read_again(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yml", GOOD)
+    (first,) = load_rules([path], builtin=False)
+    (again,) = load_rules([path], builtin=False)
+    assert again is first  # unchanged: the compiled rule is reused
+    changed = GOOD.replace("rev: 2", "rev: 3")
+    path.write_text(changed + "\n" * (len(GOOD) == len(changed)))
+    (fresh,) = load_rules([path], builtin=False)
+    assert (first.rule.rev, fresh.rule.rev) == (2, 3)
+    path.write_text("id: [\n")
+    with pytest.raises(RuleError, match="r.yml:2"):
+        load_rules([path], builtin=False)
