@@ -1,0 +1,22 @@
+"""The aspects every segment's baseline is made of, in the order they are written.
+
+To add an aspect: import its class here and append it to ``ASPECTS`` (see
+``otsentry.baseline.aspect``).
+"""
+
+from __future__ import annotations
+
+from otsentry.baseline.aspect import Aspect
+
+#: aspect classes, each with a unique ``name``
+ASPECTS: list[type[Aspect]] = []
+
+
+def aspect_classes() -> dict[str, type[Aspect]]:
+    """``name`` → class, for the store and the detector (a duplicate name is a bug)."""
+    out: dict[str, type[Aspect]] = {}
+    for cls in ASPECTS:
+        if not cls.name or cls.name in out:
+            raise RuntimeError(f"aspect {cls.__qualname__}: empty or duplicate name {cls.name!r}")
+        out[cls.name] = cls
+    return out
