@@ -33,7 +33,9 @@ from otsentry.ecs import (
     iso_time,
     observer_doc,
 )
+from otsentry.flow.table import Flow
 from otsentry.model import Alert, Event
+from otsentry.netevents import NetworkEvents
 from otsentry.sinks.interface import Sink, Stream
 from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import configured_registry, decoder_for, flow_table_for
@@ -112,7 +114,10 @@ class Pipeline:
         self.config = config
         self.out_dir = out_dir
         self.registry = configured_registry(config, decode_as, registry)
-        self.decoder = decoder_for(config)
+        #: flow and ARP events, for the rule engine and detection hooks only (never written to
+        #: events.ndjson, which keeps to protocol records)
+        self.network = NetworkEvents(self.on_network_event, config.segment_for)
+        self.decoder = decoder_for(config, on_arp=self.network.arp)
         self.inventory = Inventory()
         #: actions that tell the inventory something about a host's role
         self.role_actions = self.inventory.ROLE_ACTIONS
@@ -124,7 +129,8 @@ class Pipeline:
             config,
             self.registry,
             self.on_event,
-            on_flow_end=self.inventory.observe_flow,
+            on_flow_start=self.network.flow_start,
+            on_flow_end=self._flow_ended,
             tracer=tracer,
         )
         self.observer = observer_doc(config.sensor.name, interface)
@@ -251,6 +257,22 @@ class Pipeline:
             for alert in hook(event):
                 self.on_alert(alert)
 
+    def _flow_ended(self, flow: Flow) -> None:
+        """A flow left the table: into the inventory, and a ``network-flow-end`` event."""
+        self.inventory.observe_flow(flow)
+        self.network.flow_end(flow)
+
+    def on_network_event(self, event: Event) -> None:
+        """A flow or ARP event: to the rule engine and the detection hooks, never to a sink."""
+        match = self._match
+        if match is not None:
+            found = match(event)
+            if found:
+                self._on_matches(found)
+        for hook in self.event_hooks:
+            for alert in hook(event):
+                self.on_alert(alert)
+
     def _on_matches(self, matches: Sequence[RuleMatch]) -> None:
         counts = self.rule_matches
         for m in matches:
@@ -334,6 +356,9 @@ class Pipeline:
                 self.evidence.stats.as_dict() if self.evidence is not None else {"enabled": False}
             ),
             "assets": len(self.inventory),
+            "assets_evicted": self.inventory.evicted,
+            "asset_facts_evicted": self.inventory.facts_evicted,
+            "network": self.network.stats(),
             "parse_errors": {
                 "decode": dict(self.decoder.errors),
                 "dissector_exceptions": table.stats.dissector_errors,
