@@ -146,7 +146,7 @@ def render(docs: list[dict[str, Any]]) -> Table:
 def alerts(
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output directory [default: ./otsentry-out or config]."),
+        typer.Option("--out", "-o", help="Output directory (default: ./otsentry-out or config)."),
     ] = None,
     min_severity: Annotated[
         Severity | None,

@@ -25,7 +25,7 @@ def replay(
     pcaps: Pcaps,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output directory [default: ./otsentry-out or config]."),
+        typer.Option("--out", "-o", help="Output directory (default: ./otsentry-out or config)."),
     ] = None,
     decode_as: DecodeAsOption = None,
     config: ConfigOption = None,

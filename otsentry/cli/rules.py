@@ -38,13 +38,13 @@ app = typer.Typer(
 
 RulePaths = Annotated[
     list[Path] | None,
-    typer.Argument(help="Rule files or directories [default: the built-in pack]."),
+    typer.Argument(help="Rule files or directories (default: the built-in pack)."),
 ]
 BuiltinOption = Annotated[
     bool | None,
     typer.Option(
         "--builtin/--no-builtin",
-        help="Include the built-in pack [default: only when no PATH is given].",
+        help="Include the built-in pack (default: only when no PATH is given).",
     ),
 ]
 
