@@ -20,6 +20,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from otsentry.errors import FileProblem
+
 __all__ = [
     "DEFAULT_PROTOCOLS",
     "KNOWN_PROTOCOLS",
@@ -66,23 +68,8 @@ _PLAIN_TAGS: Final = frozenset(
 )
 
 
-class ConfigError(ValueError):
-    """A configuration problem: ``source:line: key: problem``.
-
-    ``line`` is 1-based, or None when the problem has no place in a file (e.g. a missing file);
-    ``key`` is the dotted path of the value at fault, or None for the document as a whole.
-    """
-
-    def __init__(self, source: str, line: int | None, key: str | None, problem: str) -> None:
-        where = source if line is None else f"{source}:{line}"
-        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
-        self.source = source
-        self.line = line
-        self.key = key
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, int | None, str | None, str]]:
-        return (type(self), (self.source, self.line, self.key, self.problem))
+class ConfigError(FileProblem):
+    """A configuration problem: ``source:line: key: problem``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,7 +263,8 @@ class Pipeline:
         self.network.flow_end(flow)
 
     def on_network_event(self, event: Event) -> None:
-        """A flow or ARP event: to the rule engine and the detection hooks, never to a sink."""
+        """A flow or ARP event: to the rule engine and the detection hooks, never to a sink
+        (``on_event`` does the same inline: it runs for every protocol event)."""
         match = self._match
         if match is not None:
             found = match(event)

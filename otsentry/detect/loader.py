@@ -19,6 +19,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from otsentry.detect.compile import CompiledRule, CompileError, compile_rule
 from otsentry.detect.schema import schema_problems
+from otsentry.errors import FileProblem
 
 __all__ = [
     "RULE_SUFFIXES",
@@ -57,23 +58,8 @@ _SCALAR_TAGS: Final = frozenset(
 )
 
 
-class RuleError(ValueError):
-    """A problem with a rule file: ``source:line: key: problem``.
-
-    ``line`` is 1-based, or None when the problem has no place in a file (a missing file);
-    ``key`` is the dotted path of the value at fault, or None for the file as a whole.
-    """
-
-    def __init__(self, source: str, line: int | None, key: str | None, problem: str) -> None:
-        where = source if line is None else f"{source}:{line}"
-        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
-        self.source = source
-        self.line = line
-        self.key = key
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[type[RuleError], tuple[str, int | None, str | None, str]]:
-        return (type(self), (self.source, self.line, self.key, self.problem))
+class RuleError(FileProblem):
+    """A problem with a rule file: ``source:line: key: problem``."""
 
 
 def format_key(path: KeyPath) -> str | None:
@@ -250,7 +236,9 @@ def _compile(doc: RuleDocument) -> tuple[CompiledRule | None, list[RuleError]]:
 
 #: compiled files by (path as given, size, mtime): every Pipeline loads the built-in pack, and
 #: validation is most of a load. Compiled rules hold no state (correlation state is the engine's).
-_COMPILED: dict[tuple[str, int, int], tuple[RuleDocument, CompiledRule | None, list[RuleError]]] = {}
+_COMPILED: dict[
+    tuple[str, int, int], tuple[RuleDocument, CompiledRule | None, list[RuleError]]
+] = {}
 _COMPILED_MAX = 4096
 
 
