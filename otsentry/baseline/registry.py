@@ -6,10 +6,21 @@ To add an aspect: import its class here and append it to ``ASPECTS`` (see
 
 from __future__ import annotations
 
+from otsentry.baseline.addresses import AddressesAspect
 from otsentry.baseline.aspect import Aspect
+from otsentry.baseline.assets import AssetsAspect
+from otsentry.baseline.functions import FunctionsAspect
+from otsentry.baseline.links import LinksAspect
+from otsentry.baseline.security import SecurityAspect
 
 #: aspect classes, each with a unique ``name``
-ASPECTS: list[type[Aspect]] = []
+ASPECTS: list[type[Aspect]] = [
+    AssetsAspect,
+    LinksAspect,
+    FunctionsAspect,
+    AddressesAspect,
+    SecurityAspect,
+]
 
 
 def aspect_classes() -> dict[str, type[Aspect]]:

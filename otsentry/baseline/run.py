@@ -1,0 +1,132 @@
+"""Feeding captures to a baseline hook: learning, and wiring network events into a pipeline.
+
+``feed`` runs the sensor's stages (decoder, flow table with dissectors, ``NetworkEvents``) over
+captures and hands every protocol and network event to one hook, with no sink and no rule
+engine: that is all ``otsentry baseline learn`` needs. ``attach_network_events`` gives a
+``Pipeline``'s event hooks the network events (flow start/end, ARP) when the pipeline does not
+deliver them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
+from otsentry.config import Config, DecodeAs
+from otsentry.flow.table import Flow
+from otsentry.model import Alert, Event
+from otsentry.netevents import NetworkEvents
+from otsentry.stages import configured_registry, decoder_for, flow_table_for
+
+if TYPE_CHECKING:
+    from otsentry.pipeline import Pipeline
+
+#: an event hook (the pipeline's ``event_hooks`` element)
+Hook = Callable[[Event], Iterable[Alert]]
+
+
+@dataclass(slots=True)
+class FeedResult:
+    """What ``feed`` saw: packets, events, the capture errors met."""
+
+    packets: int = 0
+    events: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def feed(
+    paths: Sequence[Path],
+    hook: Hook,
+    config: Config | None = None,
+    *,
+    decode_as: Sequence[DecodeAs] = (),
+    keep_going: bool = False,
+) -> FeedResult:
+    """Replay ``paths`` (merged in time order) and give every event to ``hook`` (the alerts it
+    returns are ignored). A capture error is raised unless ``keep_going``."""
+    config = config if config is not None else Config()
+    result = FeedResult()
+
+    def emit(event: Event) -> None:
+        result.events += 1
+        for _ in hook(event):
+            pass
+
+    net = NetworkEvents(emit, config.segment_for)
+    decoder = decoder_for(config, on_arp=net.arp)
+    table = flow_table_for(
+        config,
+        configured_registry(config, decode_as),
+        emit,
+        on_flow_start=net.flow_start,
+        on_flow_end=net.flow_end,
+    )
+    readers: list[CaptureReader] = []
+
+    def on_error(err: CaptureError) -> None:
+        result.errors.append(str(err))
+
+    try:
+        for path in paths:
+            readers.append(open_capture(path))
+        packets = 0
+        ts = -1
+        for ts, linktype, data in merge_frames(readers, keep_going, on_error):
+            if result.first_ts is None:
+                result.first_ts = ts
+            packets += 1
+            pkt = decoder.decode(linktype, data, ts)
+            if pkt is not None:
+                table.frame = packets
+                table.packet(pkt, ts, data)
+        result.packets = packets
+        if ts >= 0:
+            result.last_ts = ts
+            table.close_all(ts)
+    finally:
+        for reader in readers:
+            reader.close()
+    return result
+
+
+def attach_network_events(pipeline: Pipeline) -> NetworkEvents | None:
+    """Deliver network events (flow start/end, ARP) to ``pipeline.event_hooks`` — only when the
+    pipeline does not already wire them (its flow table has no flow-start hook). Returns the
+    ``NetworkEvents`` attached, or None."""
+    table = pipeline.table
+    if table.on_flow_start is not None:
+        return None
+
+    def emit(event: Event) -> None:
+        for hook in pipeline.event_hooks:
+            for alert in hook(event):
+                pipeline.on_alert(alert)
+
+    net = NetworkEvents(emit, pipeline.config.segment_for)
+    previous_end = table.on_flow_end
+
+    def flow_end(flow: Flow) -> None:
+        if previous_end is not None:
+            previous_end(flow)
+        net.flow_end(flow)
+
+    table.on_flow_start = net.flow_start
+    table.on_flow_end = flow_end
+    if pipeline.decoder.on_arp is None:
+        pipeline.decoder.on_arp = net.arp
+    return net
+
+
+def source_names(paths: Iterable[Path]) -> list[str]:
+    """The capture file names a baseline records (names only: paths differ between hosts)."""
+    return sorted({p.name for p in paths})
+
+
+def stats_of(result: FeedResult) -> dict[str, Any]:
+    """``FeedResult`` as data."""
+    return {"packets": result.packets, "events": result.events, "errors": list(result.errors)}
