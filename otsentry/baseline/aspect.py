@@ -22,8 +22,9 @@ Rules every aspect keeps:
   the key (the store adds the file and line).
 - Bounded state: every table has a cap; what does not fit is counted (``dropped``) and written.
 - ``check`` must be cheap for the common case (a dict lookup of a known item) and must not learn:
-  a detector run leaves the baseline as it was. An unseen item is reported once per detector run
-  and then remembered in a bounded per-run set (``ReportedOnce``), not once per packet.
+  a detector run leaves the baseline as it was. It returns a deviation for every event that
+  departs; the detector reports each distinct ``item`` once per run (a bounded ``ReportedOnce``
+  set) and folds the repeats into the alert's count.
 - ``accept(item)`` folds back what a ``Deviation.item`` described ("learn this"): afterwards
   ``check`` no longer reports it. Returns False when the item is not this aspect's to fold.
 

@@ -9,6 +9,7 @@ import typer
 
 from otsentry import __version__
 from otsentry.cli import alerts, assets, dissect, replay, rules
+from otsentry.cli import baseline as baseline_cli
 
 app = typer.Typer(
     name="otsentry",
@@ -22,6 +23,7 @@ app.command("dissect")(dissect.dissect)
 app.command("alerts")(alerts.alerts)
 app.command("assets")(assets.assets)
 app.add_typer(rules.app, name="rules")
+app.add_typer(baseline_cli.app, name="baseline")
 
 
 @app.command("version")
