@@ -2,9 +2,8 @@
 
 ``feed`` runs the sensor's stages (decoder, flow table with dissectors, ``NetworkEvents``) over
 captures and hands every protocol and network event to one hook, with no sink and no rule
-engine: that is all ``otsentry baseline learn`` needs. ``attach_network_events`` gives a
-``Pipeline``'s event hooks the network events (flow start/end, ARP) when the pipeline does not
-deliver them itself.
+engine: that is all ``otsentry baseline learn`` needs. ``detect`` replays captures through the
+whole ``Pipeline`` with a ``Detector`` as an event hook and flushes it at the end.
 """
 
 from __future__ import annotations
@@ -12,17 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from otsentry.baseline.detector import Detector
 from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
 from otsentry.config import Config, DecodeAs
-from otsentry.flow.table import Flow
 from otsentry.model import Alert, Event
 from otsentry.netevents import NetworkEvents
 from otsentry.stages import configured_registry, decoder_for, flow_table_for
-
-if TYPE_CHECKING:
-    from otsentry.pipeline import Pipeline
 
 #: an event hook (the pipeline's ``event_hooks`` element)
 Hook = Callable[[Event], Iterable[Alert]]
@@ -94,32 +90,42 @@ def feed(
     return result
 
 
-def attach_network_events(pipeline: Pipeline) -> NetworkEvents | None:
-    """Deliver network events (flow start/end, ARP) to ``pipeline.event_hooks`` — only when the
-    pipeline does not already wire them (its flow table has no flow-start hook). Returns the
-    ``NetworkEvents`` attached, or None."""
-    table = pipeline.table
-    if table.on_flow_start is not None:
-        return None
+def detect(
+    paths: Sequence[Path],
+    detector: Detector,
+    out_dir: Path,
+    config: Config | None = None,
+    *,
+    decode_as: Sequence[DecodeAs] = (),
+    builtin_rules: bool = False,
+) -> dict[str, Any]:
+    """Replay ``paths`` through a ``Pipeline`` writing to ``out_dir`` with ``detector`` as an
+    event hook; its last alerts are flushed before the pipeline finishes. Returns the run's
+    stats with the detector's under ``detection.baseline``."""
+    from otsentry.pipeline import Pipeline  # the whole sensor, only when detecting
 
-    def emit(event: Event) -> None:
-        for hook in pipeline.event_hooks:
-            for alert in hook(event):
-                pipeline.on_alert(alert)
+    pipeline = Pipeline(
+        config if config is not None else Config(),
+        out_dir,
+        decode_as=decode_as,
+        builtin_rules=builtin_rules,
+    )
+    pipeline.event_hooks.append(detector)
+    readers = [open_capture(p) for p in paths]
+    try:
 
-    net = NetworkEvents(emit, pipeline.config.segment_for)
-    previous_end = table.on_flow_end
+        def on_error(err: CaptureError) -> None:
+            raise err
 
-    def flow_end(flow: Flow) -> None:
-        if previous_end is not None:
-            previous_end(flow)
-        net.flow_end(flow)
-
-    table.on_flow_start = net.flow_start
-    table.on_flow_end = flow_end
-    if pipeline.decoder.on_arp is None:
-        pipeline.decoder.on_arp = net.arp
-    return net
+        pipeline.run(merge_frames(readers, False, on_error))
+    finally:
+        for reader in readers:
+            reader.close()
+    for alert in detector.flush(pipeline.counters.last_ts):
+        pipeline.on_alert(alert)
+    stats = pipeline.finish()
+    stats.setdefault("detection", {})["baseline"] = detector.stats()
+    return stats
 
 
 def source_names(paths: Iterable[Path]) -> list[str]:
