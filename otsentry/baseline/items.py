@@ -151,15 +151,15 @@ class Ranges:
         """The ranges, in order."""
         return list(zip(self.lo, self.hi, strict=True))
 
-    def as_data(self) -> list[str]:
-        """``["0-9", "40"]``."""
-        return [span(a, b) for a, b in self.pairs()]
+    def as_data(self) -> list[int | str]:
+        """``["0-9", 40]``: single addresses as numbers, ranges as text."""
+        return [a if a == b else span(a, b) for a, b in self.pairs()]
 
     def __len__(self) -> int:
         return len(self.lo)
 
     def __str__(self) -> str:
-        return ", ".join(self.as_data()) or "none"
+        return ", ".join(span(a, b) for a, b in self.pairs()) or "none"
 
     @classmethod
     def from_data(cls, data: Any, key: str) -> Ranges:
