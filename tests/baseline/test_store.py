@@ -90,7 +90,7 @@ def test_a_bad_range_and_a_bad_time(tmp_path: Path, text: str) -> None:
     assert err.value.line == line_of(text, "          - 0-9\n")
     assert err.value.key is not None and err.value.key.startswith("aspects.addresses.ranges[")
     path = broken(tmp_path, text, "first_packet: 2026", "first_packet: yesterday 2026")
-    with pytest.raises(store.BaselineError, match="learning.first_packet"):
+    with pytest.raises(store.BaselineError, match=r"learning\.first_packet"):
         store.load(path)
 
 
