@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from otsentry.baseline import store
+from otsentry.baseline.detector import MAX_ITEMS_PER_ALERT
 from otsentry.baseline.learner import Learner
 from otsentry.baseline.run import feed, source_names
 from otsentry.baseline.segment import SegmentBaseline, Sufficiency
@@ -283,9 +284,10 @@ def accept(
         error(f"no anomaly alert with id {', '.join(sorted(missing))} in {alerts}")
         raise typer.Exit(2)
     changed: set[str] = set()
-    folded = skipped = 0
+    folded = skipped = unlisted = 0
     for doc in chosen:
         anomaly = doc["otsentry"]["anomaly"]
+        unlisted += int(anomaly.get("items_dropped") or 0)
         segment = str(anomaly.get("baseline", {}).get("id", ""))
         baseline = baselines.get(segment)
         if baseline is None:
@@ -309,6 +311,12 @@ def accept(
         + (f" ({skipped} could not be folded)" if skipped else ""),
         err=True,
     )
+    if unlisted:
+        typer.echo(
+            f"{unlisted} more items were not listed in the alerts (an alert lists at most "
+            f"{MAX_ITEMS_PER_ALERT}): replay and accept again to fold them",
+            err=True,
+        )
 
 
 def _anomaly_alerts(path: Path) -> Iterator[dict[str, Any]]:
