@@ -45,12 +45,15 @@ _READ_WORDS: Final = ("read", "list", "get", "browse", "find", "translate", "pub
 
 
 def function_of(event: Event) -> tuple[int, str, str] | None:
-    """(unit or -1, function, readable name) of a request-bearing event; None otherwise."""
+    """(unit or -1, function, readable name) of a request-bearing event; None otherwise (a
+    response alone is the server's, not a function the client used)."""
+    if event.envelope.direction == "response":
+        return None
     protocol = event.envelope.protocol
     f = event.fields
     if protocol == "modbus":
         fc = f.get("function_code")
-        if not isinstance(fc, int) or event.envelope.direction == "response":
+        if not isinstance(fc, int):
             return None
         sub_field = _MODBUS_SUBS.get(fc)
         sub = f.get(sub_field) if sub_field else None

@@ -13,6 +13,7 @@ from otsentry.baseline.detector import Detector
 from otsentry.baseline.learner import Learner
 from otsentry.baseline.run import detect, feed, source_names
 from otsentry.baseline.segment import SegmentBaseline, Sufficiency
+from otsentry.model import Event
 from tests.conftest import LAB_PCAPS
 
 NORMAL = tuple(
@@ -57,3 +58,21 @@ def replay(
 def by_rule(docs: list[dict[str, Any]], rule_id: str) -> list[dict[str, Any]]:
     """The alerts of one rule id."""
     return [d for d in docs if d["rule"]["id"] == rule_id]
+
+
+def events_of(*captures: str) -> list[Event]:
+    """Every protocol and network event of lab captures, in replay order."""
+    found: list[Event] = []
+
+    def hook(event: Event) -> tuple[()]:
+        found.append(event)
+        return ()
+
+    feed([LAB_PCAPS / c for c in captures], hook)
+    return found
+
+
+@pytest.fixture(scope="session")
+def normal_events() -> list[Event]:
+    """The events of the three normal captures."""
+    return events_of(*(p.name for p in NORMAL))
