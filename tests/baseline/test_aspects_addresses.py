@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from otsentry.baseline.addresses import AddressesAspect, modbus_accesses, s7_accesses
@@ -28,9 +29,7 @@ def with_fields(event: Event, **changes: Any) -> Event:
 
 def from_client(event: Event, ip: str) -> Event:
     env = event.envelope
-    conn = env.conn.__class__(
-        **{**{f: getattr(env.conn, f) for f in env.conn.__dataclass_fields__}, "client_ip": ip}
-    )
+    conn = replace(env.conn, client_ip=ip)
     return Event(Envelope(env.ts, conn, env.protocol, env.direction), event.action, event.fields)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from otsentry.baseline.aspect import AnomalyKind
 from otsentry.baseline.assets import AssetsAspect
@@ -12,7 +13,7 @@ from otsentry.model import Envelope, Event
 from tests.baseline.conftest import events_of
 
 
-def moved(event: Event, **conn: object) -> Event:
+def moved(event: Event, **conn: Any) -> Event:
     env = event.envelope
     return Event(
         Envelope(env.ts, replace(env.conn, **conn), env.protocol, env.direction),
