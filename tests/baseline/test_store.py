@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,13 @@ from otsentry.baseline.segment import FORMAT_VERSION
 from otsentry.config import ConfigError
 from tests.baseline.conftest import SEGMENT, learn
 
+#: where ``place`` finds side files (set by the ``text`` fixture)
+SIDE_SOURCE: list[Path] = [Path()]
+
 
 @pytest.fixture(scope="module")
 def text(baseline_dir: Path) -> str:
+    SIDE_SOURCE[0] = baseline_dir
     return (baseline_dir / store.file_name(SEGMENT)).read_text()
 
 
@@ -61,11 +66,20 @@ def test_load_and_save_round_trip(tmp_path: Path, baseline_dir: Path, text: str)
     assert baseline.info.events > 500 and not baseline.info.sufficient
 
 
+def place(text: str, path: Path) -> Path:
+    """Write a baseline file's text to ``path`` with the side files of the lab baseline (an
+    aspect's model file) next to it."""
+    path.write_text(text)
+    stem = store.file_name(SEGMENT).removesuffix(store.SUFFIX)
+    for side in SIDE_SOURCE[0].glob(f"{stem}.*"):
+        if side.suffix != store.SUFFIX:
+            shutil.copy(side, path.with_name(path.stem + side.name.removeprefix(stem)))
+    return path
+
+
 def broken(tmp_path: Path, text: str, old: str, new: str) -> Path:
     assert old in text
-    path = tmp_path / "bad.yaml"
-    path.write_text(text.replace(old, new, 1))
-    return path
+    return place(text.replace(old, new, 1), tmp_path / "bad.yaml")
 
 
 def line_of(text: str, needle: str) -> int:
@@ -118,14 +132,13 @@ def test_unknown_aspects_keys_and_yaml_errors(tmp_path: Path, text: str) -> None
     assert err.value.line == 2
 
 
-def test_directory_problems(tmp_path: Path, baseline_dir: Path) -> None:
+def test_directory_problems(tmp_path: Path, text: str) -> None:
     with pytest.raises(store.BaselineError, match="not a directory"):
         store.load_dir(tmp_path / "missing")
     with pytest.raises(store.BaselineError, match="no baseline files"):
         store.load_dir(tmp_path)
-    text = (baseline_dir / store.file_name(SEGMENT)).read_text()
-    (tmp_path / "a.yaml").write_text(text)
-    (tmp_path / "b.yaml").write_text(text)
+    place(text, tmp_path / "a.yaml")
+    place(text, tmp_path / "b.yaml")
     with pytest.raises(store.BaselineError, match="also in"):
         store.load_dir(tmp_path)
 
@@ -133,8 +146,7 @@ def test_directory_problems(tmp_path: Path, baseline_dir: Path) -> None:
 def test_an_aspect_missing_from_the_file_is_not_checked(tmp_path: Path, text: str) -> None:
     start = text.index("  functions:")
     end = text.index("  addresses:")
-    path = tmp_path / "partial.yaml"
-    path.write_text(text[:start] + text[end:])
+    path = place(text[:start] + text[end:], tmp_path / "partial.yaml")
     baseline = store.load(path)
     assert "functions" not in baseline.aspects
     assert [a.name for a in baseline.route("modbus")] == ["assets", "links", "addresses"]
