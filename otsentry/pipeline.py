@@ -61,6 +61,26 @@ class Matcher(Protocol):
         ...
 
 
+class BaselineDetector(Protocol):
+    """What the pipeline needs of the baseline detector (``otsentry.baseline.detector``)."""
+
+    def __call__(self, event: Event) -> Iterable[Alert]:
+        """Check an event; the anomaly alerts whose aggregation windows closed."""
+        ...
+
+    def tick(self, ts: int) -> Iterable[Alert]:
+        """Time-based checks at packet time ``ts``."""
+        ...
+
+    def flush(self, ts: int | None = None) -> Iterable[Alert]:
+        """The end of the run: every alert still held."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The detector's counters, for ``stats.json``."""
+        ...
+
+
 def load_rules(
     config: Config, paths: Sequence[Path] = (), builtin: bool | None = None
 ) -> Matcher | None:
@@ -137,6 +157,8 @@ class Pipeline:
         self.ids = DocumentIds(config.sensor.name)
         self.counters = RunCounters()
         self.event_hooks: list[Callable[[Event], Iterable[Alert]]] = []
+        #: the baseline detector (``use_baseline``), also one of the event hooks
+        self.baseline: BaselineDetector | None = None
         self.engine = engine if engine is not None else load_rules(config, rules, builtin_rules)
         self._match = self.engine.match if self.engine is not None else None
         self.rule_matches: Counter[str] = Counter()
@@ -227,8 +249,23 @@ class Pipeline:
         """Periodic work at packet time ``ts`` after packet ``packet_no``: close the alert
         windows that are due, collect evidence packets."""
         self.aggregator.tick(ts)
+        if self.baseline is not None:
+            for alert in self.baseline.tick(ts):
+                self.on_alert(alert)
         if self.evidence is not None:
             self.evidence.advance(packet_no, ts)
+
+    def evidence_for(self, event: Event, rule_id: str) -> str | None:
+        """Start an evidence pcap of ``event``'s flow at the current packet (None when off)."""
+        if self.evidence is None:
+            return None
+        return self.evidence.start(event.envelope.conn, rule_id, self._packet_no())
+
+    def use_baseline(self, detector: BaselineDetector) -> None:
+        """Check every event against a baseline: ``detector`` becomes an event hook, is ticked
+        with the alert windows and flushed at the end; its stats go to ``detection.baseline``."""
+        self.baseline = detector
+        self.event_hooks.append(detector)
 
     def _packet_no(self) -> int:
         """The number of the packet being processed (the last one outside ``run``)."""
@@ -319,6 +356,9 @@ class Pipeline:
         c = self.counters
         end_ts = c.last_ts if c.last_ts is not None else time.time_ns()
         self.table.close_all(end_ts)
+        if self.baseline is not None:
+            for alert in self.baseline.flush(end_ts):
+                self.on_alert(alert)
         self.aggregator.flush()
         if self.evidence is not None:
             self.evidence.finish(c.packets)
@@ -386,4 +426,5 @@ class Pipeline:
             **self.aggregator.stats.as_dict(),
             "windows_open": len(self.aggregator),
             "engine": engine.stats() if engine is not None else {},
+            "baseline": self.baseline.stats() if self.baseline is not None else None,
         }

@@ -99,9 +99,9 @@ def detect(
     decode_as: Sequence[DecodeAs] = (),
     builtin_rules: bool = False,
 ) -> dict[str, Any]:
-    """Replay ``paths`` through a ``Pipeline`` writing to ``out_dir`` with ``detector`` as an
-    event hook; its last alerts are flushed before the pipeline finishes. Returns the run's
-    stats with the detector's under ``detection.baseline``."""
+    """Replay ``paths`` through a ``Pipeline`` writing to ``out_dir`` that checks events with
+    ``detector`` (as ``otsentry replay --baseline`` does). Returns the run's stats (the
+    detector's under ``detection.baseline``)."""
     from otsentry.pipeline import Pipeline  # the whole sensor, only when detecting
 
     pipeline = Pipeline(
@@ -110,7 +110,7 @@ def detect(
         decode_as=decode_as,
         builtin_rules=builtin_rules,
     )
-    pipeline.event_hooks.append(detector)
+    pipeline.use_baseline(detector)
     readers = [open_capture(p) for p in paths]
     try:
 
@@ -121,10 +121,7 @@ def detect(
     finally:
         for reader in readers:
             reader.close()
-    for alert in detector.flush(pipeline.counters.last_ts):
-        pipeline.on_alert(alert)
     stats = pipeline.finish()
-    stats.setdefault("detection", {})["baseline"] = detector.stats()
     return stats
 
 

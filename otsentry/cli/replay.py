@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
 from otsentry.cli.options import (
@@ -16,7 +17,7 @@ from otsentry.cli.options import (
     capture_paths,
     settings,
 )
-from otsentry.cli.ui import ReplayProgress, error, print_summary
+from otsentry.cli.ui import ReplayProgress, console, error, print_summary
 from otsentry.dissect.registry import UnknownProtocolError
 from otsentry.pipeline import Pipeline
 
@@ -48,6 +49,12 @@ def replay(
     no_builtin_rules: Annotated[
         bool, typer.Option("--no-builtin-rules", help="Do not load the built-in rule pack.")
     ] = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline", help="Baseline directory (otsentry baseline learn): alert on deviations."
+        ),
+    ] = None,
 ) -> None:
     """Replay captures through the sensor pipeline (no Elasticsearch needed).
 
@@ -78,6 +85,8 @@ def replay(
         error(f"cannot write to {out_dir}: {exc}")
         raise typer.Exit(2) from None
 
+    if baseline is not None:
+        _use_baseline(pipeline, baseline, cfg.alerts.aggregation_window, quiet=quiet)
     failed = _replay_files(pipeline, paths, quiet=quiet, keep_going=keep_going)
     stats = pipeline.finish()
     if not quiet:
@@ -86,6 +95,27 @@ def replay(
         typer.echo(json.dumps(stats))
     if failed:
         raise typer.Exit(1)
+
+
+def _use_baseline(pipeline: Pipeline, directory: Path, window: float, *, quiet: bool) -> None:
+    """Load the baselines (a broken one: exit 2) and let the pipeline check events against them."""
+    from otsentry.baseline.detector import Detector
+    from otsentry.baseline.store import BaselineError, load_dir
+
+    try:
+        baselines = load_dir(directory)
+    except BaselineError as exc:
+        error(exc)
+        raise typer.Exit(2) from None
+    for segment, learned in sorted(baselines.items()):
+        if not learned.info.sufficient and not quiet:
+            reasons = "; ".join(learned.info.too_little_data)
+            console.print(
+                f"[yellow]warning:[/] baseline of {escape(segment)} was learned from too "
+                f"little data ({escape(reasons)})",
+                soft_wrap=True,
+            )
+    pipeline.use_baseline(Detector(baselines, window=window, on_open=pipeline.evidence_for))
 
 
 def _replay_files(pipeline: Pipeline, paths: list[Path], *, quiet: bool, keep_going: bool) -> bool:

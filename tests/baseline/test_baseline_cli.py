@@ -152,3 +152,35 @@ def test_accept_errors(tmp_path: Path, baseline_dir: Path) -> None:
     code, _, err = run("baseline", "accept", directory, "--alerts", alerts)
     assert code == 0 and "accepted 0 items" in err
     assert (directory / store.file_name(SEGMENT)).read_bytes() == before
+
+
+def test_replay_with_a_baseline(tmp_path: Path, baseline_dir: Path) -> None:
+    out = tmp_path / "out"
+    code, _, err = run(
+        "replay", LAB_PCAPS / "s7comm_attacks.pcap", "--baseline", baseline_dir, "--out", out
+    )
+    assert code == 0, err
+    assert f"warning: baseline of {SEGMENT} was learned from too little data" in err
+    docs = [json.loads(line) for line in (out / "alerts.ndjson").open()]
+    anomalies = [d for d in docs if d["rule"]["ruleset"] == "otsentry-anomaly"]
+    rules = [d for d in docs if d["rule"]["ruleset"] == "otsentry-ics"]
+    assert rules  # the rule pack still runs beside the baseline
+    assert {d["rule"]["id"] for d in anomalies} >= {
+        "OTS-ANOM-NEW-ASSET",
+        "OTS-ANOM-NEW-LINK",
+        "OTS-ANOM-NEW-FUNCTION",
+        "OTS-ANOM-NEW-IDENTITY",
+    }
+    # evidence taken when the first deviation was seen
+    assert all((out / d["otsentry"]["evidence"]["pcap"]).exists() for d in anomalies)
+    stats = json.loads((out / "stats.json").read_text())
+    baseline = stats["detection"]["baseline"]
+    assert baseline["alerts"] == len(anomalies) and baseline["events_checked"] > 100
+    assert sum(stats["alerts"].values()) == len(docs)
+
+
+def test_replay_with_a_broken_baseline_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.yaml").write_text("format_version: 0\n")
+    code, _, err = run("replay", NORMAL[0], "--baseline", tmp_path / "b", "--out", tmp_path / "o")
+    assert code == 2 and "x.yaml:1: format_version:" in err
