@@ -11,7 +11,9 @@ from otsentry.baseline.aspect import Aspect
 from otsentry.baseline.assets import AssetsAspect
 from otsentry.baseline.functions import FunctionsAspect
 from otsentry.baseline.links import LinksAspect
+from otsentry.baseline.model_aspect import ModelAspect
 from otsentry.baseline.security import SecurityAspect
+from otsentry.baseline.values import ValuesAspect
 
 #: aspect classes, each with a unique ``name``
 ASPECTS: list[type[Aspect]] = [
@@ -20,6 +22,8 @@ ASPECTS: list[type[Aspect]] = [
     FunctionsAspect,
     AddressesAspect,
     SecurityAspect,
+    ValuesAspect,
+    ModelAspect,
 ]
 
 
