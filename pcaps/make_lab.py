@@ -3,11 +3,13 @@
 
     sudo python pcaps/make_lab.py [--out pcaps/] [--only NAME ...] [--list] [--quick]
     python pcaps/make_lab.py --check [--out pcaps/]     # verify existing captures only
+    python pcaps/make_lab.py --steps [--out pcaps/]     # write the attack captures' steps files
 
 Each scenario builds a private plant network of Linux network namespaces around a bridge,
 captures on the bridge with tcpdump (the SPAN port), runs real servers and clients
 (pymodbus, python-snap7, asyncua) in the hosts' namespaces, verifies the capture with
-tshark and writes <out>/<scenario>.pcap. See pcaps/README.md.
+tshark and writes <out>/<scenario>.pcap, and for an attack scenario <out>/<scenario>.steps.json
+(where each attack step lies in the capture). See pcaps/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from lab.plant import LabError
 from lab.runner import run_scenario
 from lab.scenarios import SCENARIOS, Scenario
+from lab.steps import check_steps, write_steps
 from lab.verify import Report, verify
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--check", action="store_true", help="only verify the captures already in --out"
+    )
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="only write the steps files of the attack captures already in --out",
     )
     parser.add_argument("--run-role", metavar="ROLE", help=argparse.SUPPRESS)
     parser.add_argument("--role-args", default="{}", help=argparse.SUPPRESS)
@@ -98,15 +106,26 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     try:
-        if not args.check:
+        if not (args.check or args.steps):
             _preflight()
         for name in names:
             scenario = SCENARIOS[name]
+            pcap, steps_file = args.out / scenario.file, args.out / scenario.steps_file
+            if args.steps:
+                if scenario.steps:
+                    write_steps(pcap, scenario, steps_file)
+                    print(f"{steps_file}: {len(scenario.steps)} steps")
+                continue
             if args.check:
-                print(_describe(scenario, verify(args.out / scenario.file, scenario), None))
+                print(_describe(scenario, verify(pcap, scenario), None))
+                if scenario.steps:
+                    check_steps(pcap, scenario, steps_file)
+                    print(f"  steps: {steps_file} matches")
                 continue
             started = time.monotonic()
             report = run_scenario(scenario, args.out, quick=args.quick)
+            if scenario.steps:
+                write_steps(pcap, scenario, steps_file)
             print(_describe(scenario, report, time.monotonic() - started), flush=True)
     except LabError as exc:
         print(f"make_lab: {exc}", file=sys.stderr)

@@ -116,7 +116,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, quick: bool = False) -> R
     """Capture scenario into out_dir/<name>.pcap, verify it, and return what it holds."""
     duration = scenario.quick_duration if quick else scenario.duration
     work = Path(tempfile.mkdtemp(prefix=f"otlab-{scenario.name}-"))
-    pcap = work / scenario.file
+    pcap = work / Path(scenario.file).name
     keep = False
     try:
         with Plant() as plant:
@@ -139,8 +139,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, quick: bool = False) -> R
             keep = True
             raise LabError(f"{exc}\n(capture and logs kept in {work})") from None
         report.client_output = outputs
-        out_dir.mkdir(parents=True, exist_ok=True)
         report.path = out_dir / scenario.file
+        report.path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pcap, report.path)
         return report
     finally:

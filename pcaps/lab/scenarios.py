@@ -24,6 +24,20 @@ class Proc:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One action of a scenario's actor: it starts at the first of the actor's frames, after the
+    previous step's start, that matches ``start`` (or at the first frame of that frame's TCP
+    connection when the connection opened after the previous step began), and ends before the
+    next step starts."""
+
+    name: str
+    #: display filter of the step's first frame (ANDed with the actor's frames; "": any)
+    start: str
+    #: what the step is about, in plain words
+    summary: str = ""
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A capture: servers started first, then clients whose session lasts duration seconds."""
 
@@ -47,11 +61,22 @@ class Scenario:
     malformed_ok: str = ""
     #: a host whose frames may carry other stations' addresses (ARP spoofing, forwarding)
     impersonator: str = ""
+    #: sub-directory of the output directory the capture goes to ("": the directory itself)
+    folder: str = ""
+    #: the attack steps, in order, for the steps file written beside the capture
+    steps: tuple[Step, ...] = ()
+    #: the station whose frames make the steps (its IPv4 and MAC addresses)
+    actor: str = ""
 
     @property
     def file(self) -> str:
-        """File name of the capture."""
-        return f"{self.name}.pcap"
+        """File name of the capture, relative to the output directory."""
+        return f"{self.folder}/{self.name}.pcap" if self.folder else f"{self.name}.pcap"
+
+    @property
+    def steps_file(self) -> str:
+        """File name of the steps file, relative to the output directory."""
+        return self.file.removesuffix(".pcap") + ".steps.json"
 
     def pairs(self) -> list[tuple[str, str]]:
         """(client host, server host) pairs whose traffic must show in both directions."""
@@ -90,18 +115,19 @@ def _ip(host: str) -> str:
     return HOSTS[host].ip
 
 
-def _modbus_servers(**extra: Any) -> tuple[Proc, ...]:
-    """plc1 (pump station, units 1 and 2) and rtu1 (I/O coupler) as pymodbus servers."""
+def _modbus_servers(seed_offset: int = 0, **extra: Any) -> tuple[Proc, ...]:
+    """plc1 (pump station, units 1 and 2) and rtu1 (I/O coupler) as pymodbus servers; their
+    process models are seeded 1005 and 1008 (plus seed_offset)."""
     return (
         Proc(
             "plc1",
             "modbus-server",
-            {"ip": _ip("plc1"), "device": "pump-station", "seed": 1005} | extra,
+            {"ip": _ip("plc1"), "device": "pump-station", "seed": 1005 + seed_offset} | extra,
         ),
         Proc(
             "rtu1",
             "modbus-server",
-            {"ip": _ip("rtu1"), "device": "io-coupler", "seed": 1008} | extra,
+            {"ip": _ip("rtu1"), "device": "io-coupler", "seed": 1008 + seed_offset} | extra,
         ),
     )
 
@@ -189,6 +215,60 @@ MODBUS_ABUSE = {
     "UMAS answered 0xFE": f"modbus.func_code == 90 && tcp.payload[9:1] == fe && ip.dst == {_ATT}",
 }
 
+
+_S = Step
+#: the attacker's six steps in modbus_attacks (see pcaps/README.md)
+MODBUS_ATTACK_STEPS = (
+    _S("function-code scan", "", "every function code 1-127 to plc1 unit 1"),
+    _S(
+        "holding-register sweep",
+        f"modbus.func_code == 3 && modbus.word_cnt == 64 && ip.src == {_ATT}",
+        "FC3 64 registers at every 2048th address",
+    ),
+    _S(
+        "writes the HMI never makes",
+        f"modbus.func_code == 6 && modbus.reference_num == 2 && ip.src == {_ATT}",
+        "FC6 HR 2, FC16 HR 3-4, FC5 coil 0, FC15 coils 0-3",
+    ),
+    _S("diagnostics", f"modbus.func_code == 8 && ip.src == {_ATT}", "FC8 sub-functions 0, 4, 1"),
+    _S(
+        "identification",
+        f"(modbus.func_code == 43 || modbus.func_code == 17) && ip.src == {_ATT}",
+        "FC43/14 device identification and FC17 report server id, plc1 and rtu1",
+    ),
+    _S(
+        "malformed frames",
+        f"ip.src == {_ATT} && tcp.payload[2:2] == 00:01",
+        "seven raw connections to plc1:502, one broken frame each",
+    ),
+)
+
+#: the attacker's six steps in modbus_abuse
+MODBUS_ABUSE_STEPS = (
+    _S("clear counters", "", "FC8 sub-functions 0x0A and 0x14"),
+    _S(
+        "brute-force I/O",
+        f"modbus.func_code == 5 && ip.src == {_ATT}",
+        "coil 2 and HR 4 written 24 times each",
+    ),
+    _S(
+        "unit-id sweep of plc1",
+        f"mbtcp.unit_id == 0 && ip.dst == {_PLC1} && ip.src == {_ATT}",
+        "FC3 HR 0 to units 0-31",
+    ),
+    _S(
+        "unit-id sweep and pipelined flood of rtu1",
+        f"ip.src == {_ATT} && ip.dst == {_RTU1}",
+        "the same sweep, then 128 pipelined FC4 requests",
+    ),
+    _S(
+        "parameter flood",
+        f"ip.src == {_ATT} && mbtcp.unit_id == 2 && modbus.reference_num >= 100",
+        "40 FC3 reads and 2 writes of the drive's parameters",
+    ),
+    _S("UMAS", f"modbus.func_code == 90 && ip.src == {_ATT}", "stop, download, upload, start"),
+)
+
 _OPCSRV_IP, _HMI_IP = _ip("opcsrv"), _ip("hmi")
 _ATT_MAC = HOSTS["attacker"].mac
 _SYN_FROM_ATT = f"ip.src == {_ATT} && tcp.flags.syn == 1 && tcp.flags.ack == 0"
@@ -230,6 +310,27 @@ NETWORK_ATTACKS = {
     "ARP spoofing: restored": f"arp.opcode == 2 && eth.src == {_ATT_MAC}"
     f" && arp.src.proto_ipv4 == {_PLC1} && arp.src.hw_mac == {HOSTS['plc1'].mac}",
 }
+
+
+#: the attacker's four steps in network_attacks_modbus
+NETWORK_ATTACK_STEPS = (
+    Step("ICS sweep", "", "TCP connects to 502, 102, 4840 on 10.10.30.1-24"),
+    Step(
+        "port scan of plc2",
+        f"{_SYN_FROM_ATT} && ip.dst == {_ip('plc2')} && tcp.dstport != 502 && tcp.dstport != 102 && tcp.dstport != 4840",
+        "53 ports of plc2",
+    ),
+    Step(
+        "non-ICS payloads on ICS ports",
+        f"ip.src == {_ATT} && tcp.len > 0",
+        "HTTP to plc2:102 and opcsrv:4840, an SSH banner to plc1:502",
+    ),
+    Step(
+        "ARP spoofing",
+        f"arp.opcode == 2 && eth.src == {_ATT_MAC}",
+        "claims plc1's address, forwards the HMI's requests, restores",
+    ),
+)
 
 _ENG, _PLC2 = _ip("eng"), _ip("plc2")
 _ENG_JOB = f"ip.src == {_ENG} && s7comm.header.rosctr == 1"
@@ -307,6 +408,41 @@ S7_ENGINEERING = {
     " && s7comm.param.item.db == 1",
 }
 
+
+#: the engineering station's fourteen steps in s7comm_engineering
+S7_ENGINEERING_STEPS = (
+    Step("connect", "", "COTP CR to TSAP 0x0102 (PG), setup communication"),
+    Step("identify", f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 4", "seven SZL reads"),
+    Step(
+        "CPU state",
+        f"{_ENG_JOB} && s7comm.param.func == 0x04 && s7comm.header.parlg == 1",
+        "get_cpu_state",
+    ),
+    Step("blocks", f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 3", "list blocks, block info"),
+    Step("upload", f"{_ENG_JOB} && s7comm.param.func == 0x1d", "upload DB1, DB2, OB1 (refused)"),
+    Step(
+        "session password",
+        f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 5",
+        "set_session_password",
+    ),
+    Step("PLC stop", f"{_ENG_JOB} && s7comm.param.func == 0x29", "P_PROGRAM stop"),
+    Step("download", f"{_ENG_JOB} && s7comm.param.func == 0x1a", "download DB3, upload it back"),
+    Step("write a new DB", f"{_ENG_JOB} && s7comm.param.func == 0x05", "db_write DB10"),
+    Step("clock", f"{_ENG_UD} && s7comm.param.userdata.funcgroup == 7", "read, set, set, read"),
+    Step(
+        "memory",
+        f'{_ENG_JOB} && s7comm.param.pistart.servicename == "_GARB"',
+        "compress, copy RAM to ROM",
+    ),
+    Step("block delete", f'{_ENG_JOB} && tcp.payload contains "_DELE"', "delete DB10"),
+    Step("restart", f"{_ENG_JOB} && s7comm.param.func == 0x28", "cold start, stop, hot start"),
+    Step(
+        "monitor/modify M, I, Q and leave",
+        f"{_ENG_JOB} && s7comm.param.func == 0x04 && s7comm.param.item.area == 0x83",
+        "read MB/IB/QB, write MB30, IB1, QB1, clear password, disconnect",
+    ),
+)
+
 #: python-snap7's frames tshark 4.0 calls malformed: the server's SZL 0x0011 answer (26-byte
 #: records), get_cpu_state's Read Var without items, the client's non-standard _DELE PI job
 S7_ENGINEERING_MALFORMED = (
@@ -337,6 +473,27 @@ S7_ATTACKS = {
     "HMI read var DB1": f"ip.src == {_ip('hmi')} && s7comm.param.func == 0x04"
     " && s7comm.param.item.db == 1",
 }
+
+
+#: the attacker's eight steps in s7comm_attacks
+S7_ATTACK_STEPS = (
+    Step("connect and identify", "", "PG connection, SZL 0x0011 and 0x001C"),
+    Step("PLC stop", f"{_ATT_JOB} && s7comm.param.func == 0x29", "P_PROGRAM stop"),
+    Step("block delete", f'{_ATT_JOB} && tcp.payload contains "_DELE"', "PI _DELE of DB10"),
+    Step(
+        "force",
+        f"{_ATT_UD} && s7comm.param.userdata.funcgroup == 1 && s7comm.param.userdata.subfunc == 9",
+        "force Q 0.1 := 1",
+    ),
+    Step(
+        "modify variable",
+        f"{_ATT_UD} && s7comm.param.userdata.funcgroup == 1 && s7comm.param.userdata.subfunc == 8",
+        "MW 20 := 0",
+    ),
+    Step("cold start", f"{_ATT_JOB} && s7comm.param.func == 0x28", 'P_PROGRAM "C "'),
+    Step("PLC stop again", f"{_ATT_JOB} && s7comm.param.func == 0x29", "P_PROGRAM stop"),
+    Step("warm start", f"{_ATT_JOB} && s7comm.param.func == 0x28", "P_PROGRAM"),
+)
 
 _OPCSRV, _HMI = _ip("opcsrv"), _ip("hmi")
 _UA_FROM_ATT = f"opcua && ip.src == {_ATT}"
@@ -417,6 +574,36 @@ OPCUA_AUTH = {
     " && !opcua.servicenodeid.numeric",
 }
 
+
+#: the attacker's six steps in opcua_attacks
+OPCUA_ATTACK_STEPS = (
+    Step("discovery", "", "GetEndpoints on a channel of its own"),
+    Step(
+        "failed logins",
+        f'{_UA_FROM_ATT} && {_service(467)} && opcua.UserName == "admin"',
+        "admin / admin and admin / password, refused",
+    ),
+    Step("browse the address space", f"{_UA_FROM_ATT} && {_service(527)}", "Browse, BrowseNext"),
+    Step("read everything", f"{_UA_FROM_ATT} && {_service(631)}", "the value of 483 variables"),
+    Step("writes", f"{_UA_FROM_ATT} && {_service(673)}", "Setpoint, read-only values, Mode"),
+    Step("method call", f"{_UA_FROM_ATT} && {_service(712)}", "StartBatch(99)"),
+)
+
+#: the attacker's three steps in opcua_auth
+OPCUA_AUTH_STEPS = (
+    Step("discovery", "", "FindServers and GetEndpoints"),
+    Step(
+        "anonymous login",
+        f"{_UA_FROM_ATT} && {_service(467)} && !opcua.UserName",
+        "refused: BadIdentityTokenRejected",
+    ),
+    Step(
+        "password guessing",
+        f'{_UA_FROM_ATT} && {_service(467)} && opcua.UserName == "operator"',
+        "six passwords for operator",
+    ),
+)
+
 _BASIC256SHA256 = "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
 _ENG_UA = f"opcua && ip.src == {_ENG}"
 _UA_TO_ENG = f"opcua && ip.src == {_OPCSRV} && ip.dst == {_ENG}"
@@ -458,6 +645,125 @@ OPCUA_SECURE = {
     f" && {_service(452)}",
 }
 
+#: what a normal Modbus session must show (modbus_normal and the benign runs made like it)
+MODBUS_NORMAL = {
+    f"FC{fc}": f"modbus.func_code == {fc} && tcp.srcport == 502" for fc in _MODBUS_NORMAL_FCS
+} | {
+    "exception 02": "modbus.exception_code == 2",
+    "unit id 2": "mbtcp.unit_id == 2",
+}
+#: what a normal S7 session must show
+S7_NORMAL = {
+    "COTP CR": "cotp.type == 0x0e",
+    "COTP CC": "cotp.type == 0x0d",
+    "setup communication": "s7comm.param.func == 0xf0",
+    "read var": "s7comm.param.func == 0x04 && s7comm.header.rosctr == 3",
+    "write var": "s7comm.param.func == 0x05 && s7comm.header.rosctr == 3",
+    "read SZL": "s7comm.param.userdata.funcgroup == 4 && s7comm.param.userdata.subfunc == 1",
+    "read clock": "s7comm.param.userdata.funcgroup == 7",
+}
+#: what a normal OPC UA session must show
+OPCUA_NORMAL = {
+    name: f"opcua.servicenodeid.numeric == {node_id}" for name, node_id in OPCUA_SERVICES.items()
+}
+#: the benign runs' seeds: the process models of a second run are seeded this much higher
+RUN2_SEED_OFFSET = 1000
+#: sub-directory of the long benign runs a baseline learns from (kept out of pcaps/*.pcap)
+LEARNING = "learning"
+#: how long the learning runs and their second runs last
+LEARN_DURATION, LEARN_RUN2_DURATION = 300.0, 180.0
+
+
+def _opcua_plant_server(seed: int) -> Proc:
+    """The OPC UA server of opcua_attacks (extended address space, trend buffer, paging)."""
+    args = {
+        "ip": _OPCSRV,
+        "seed": seed,
+        "extended": True,
+        "trend": 2400,
+        "users": {"operator": "Op3rator-30"},
+        "buffer": 8192,
+        "browse_next": True,
+    }
+    return Proc("opcsrv", "opcua-server", args)
+
+
+def _opcua_plant_hmi() -> Proc:
+    """The HMI panel of opcua_attacks: subscription, reads, trend reads, setpoint writes."""
+    args = {"server": _OPCSRV, "trend_every": 10.0, "write_every": 6.0}
+    return Proc("hmi", "opcua-hmi", args, peers=("opcsrv",))
+
+
+def _benign_runs() -> list[Scenario]:
+    """Second runs of the normal scenarios, and the long learning runs with their second runs:
+    the same plant, roles and polling, other process seeds (and another time)."""
+    off = RUN2_SEED_OFFSET
+    out: list[Scenario] = []
+    for suffix, folder, offset, duration in (
+        ("normal_run2", "", off, None),
+        ("learn", LEARNING, 0, LEARN_DURATION),
+        ("learn_run2", LEARNING, off, LEARN_RUN2_DURATION),
+    ):
+        second = " (second run: other process seeds)" if offset else ""
+        hmi_s7 = Proc("hmi", "s7-hmi", {"plc": _ip("plc2"), "period": 0.2}, peers=("plc2",))
+        eng_ua = Proc("eng", "opcua-client", {"server": _OPCSRV}, peers=("opcsrv",))
+        modbus = Scenario(
+            name=f"modbus_{suffix}",
+            summary=f"modbus_normal for {duration or 20:.0f} s{second}",
+            protocol="mbtcp",
+            pdu_field="mbtcp.trans_id",
+            servers=_modbus_servers(offset),
+            clients=(_modbus_hmi(),),
+            duration=duration or 20.0,
+            quick_duration=6.0,
+            require=MODBUS_NORMAL,
+            folder=folder,
+        )
+        s7 = Scenario(
+            name=f"s7comm_{suffix}",
+            summary=f"s7comm_normal for {duration or 20:.0f} s{second}",
+            protocol="s7comm",
+            pdu_field="s7comm.header.rosctr",
+            servers=(Proc("plc2", "s7-server", {"ip": _ip("plc2"), "seed": 1006 + offset}),),
+            clients=(hmi_s7,),
+            duration=duration or 20.0,
+            quick_duration=6.0,
+            require=S7_NORMAL,
+            folder=folder,
+        )
+        if folder:
+            opcua = Scenario(
+                name=f"opcua_{suffix}",
+                summary=f"the HMI of opcua_attacks and eng of opcua_normal, {duration:.0f} s"
+                + second,
+                protocol="opcua",
+                pdu_field="opcua.transport.type",
+                servers=(_opcua_plant_server(1007 + offset),),
+                clients=(_opcua_plant_hmi(), eng_ua),
+                duration=duration or 15.0,
+                quick_duration=12.0,
+                require=OPCUA_NORMAL | OPCUA_PLANT_HMI,
+                folder=folder,
+            )
+        else:
+            opcua = Scenario(
+                name=f"opcua_{suffix}",
+                summary="opcua_normal" + second,
+                protocol="opcua",
+                pdu_field="opcua.transport.type",
+                servers=(Proc("opcsrv", "opcua-server", {"ip": _OPCSRV, "seed": 1007 + offset}),),
+                clients=(eng_ua,),
+                duration=15.0,
+                quick_duration=5.0,
+                require=OPCUA_NORMAL,
+            )
+        out += [modbus, s7, opcua]
+    return out
+
+
+#: what the HMI panel of opcua_attacks shows in a benign run
+OPCUA_PLANT_HMI = {k: v for k, v in OPCUA_ATTACKS.items() if k.startswith("HMI ")}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -470,14 +776,7 @@ SCENARIOS: dict[str, Scenario] = {
             clients=(_modbus_hmi(),),
             duration=20.0,
             quick_duration=4.0,
-            require={
-                f"FC{fc}": f"modbus.func_code == {fc} && tcp.srcport == 502"
-                for fc in _MODBUS_NORMAL_FCS
-            }
-            | {
-                "exception 02": "modbus.exception_code == 2",
-                "unit id 2": "mbtcp.unit_id == 2",
-            },
+            require=MODBUS_NORMAL,
         ),
         Scenario(
             name="modbus_attacks",
@@ -502,6 +801,8 @@ SCENARIOS: dict[str, Scenario] = {
             }
             | MODBUS_ATTACKS,
             malformed_ok=f"{_FROM_ATT} && mbtcp.len + 6 != tcp.len",
+            steps=MODBUS_ATTACK_STEPS,
+            actor="attacker",
         ),
         Scenario(
             name="modbus_abuse",
@@ -537,6 +838,8 @@ SCENARIOS: dict[str, Scenario] = {
                 for fc in _MODBUS_NORMAL_FCS
             }
             | MODBUS_ABUSE,
+            steps=MODBUS_ABUSE_STEPS,
+            actor="attacker",
         ),
         Scenario(
             name="modbus_port5020",
@@ -599,6 +902,8 @@ SCENARIOS: dict[str, Scenario] = {
             }
             | NETWORK_ATTACKS,
             impersonator="attacker",
+            steps=NETWORK_ATTACK_STEPS,
+            actor="attacker",
         ),
         Scenario(
             name="s7comm_normal",
@@ -609,15 +914,7 @@ SCENARIOS: dict[str, Scenario] = {
             clients=(Proc("hmi", "s7-hmi", {"plc": _ip("plc2"), "period": 0.2}, peers=("plc2",)),),
             duration=20.0,
             quick_duration=4.0,
-            require={
-                "COTP CR": "cotp.type == 0x0e",
-                "COTP CC": "cotp.type == 0x0d",
-                "setup communication": "s7comm.param.func == 0xf0",
-                "read var": "s7comm.param.func == 0x04 && s7comm.header.rosctr == 3",
-                "write var": "s7comm.param.func == 0x05 && s7comm.header.rosctr == 3",
-                "read SZL": "s7comm.param.userdata.funcgroup == 4 && s7comm.param.userdata.subfunc == 1",
-                "read clock": "s7comm.param.userdata.funcgroup == 7",
-            },
+            require=S7_NORMAL,
         ),
         Scenario(
             name="s7comm_engineering",
@@ -639,6 +936,8 @@ SCENARIOS: dict[str, Scenario] = {
             quick_duration=6.0,
             require=S7_ENGINEERING,
             malformed_ok=S7_ENGINEERING_MALFORMED,
+            steps=S7_ENGINEERING_STEPS,
+            actor="eng",
         ),
         Scenario(
             name="s7comm_attacks",
@@ -656,6 +955,8 @@ SCENARIOS: dict[str, Scenario] = {
             quick_duration=6.0,
             require=S7_ATTACKS,
             malformed_ok=f"ip.src == {_PLC2} && s7comm.data.userdata.szl_id == 0x0011",
+            steps=S7_ATTACK_STEPS,
+            actor="attacker",
         ),
         Scenario(
             name="opcua_normal",
@@ -666,10 +967,7 @@ SCENARIOS: dict[str, Scenario] = {
             clients=(Proc("eng", "opcua-client", {"server": _ip("opcsrv")}, peers=("opcsrv",)),),
             duration=15.0,
             quick_duration=5.0,
-            require={
-                name: f"opcua.servicenodeid.numeric == {node_id}"
-                for name, node_id in OPCUA_SERVICES.items()
-            },
+            require=OPCUA_NORMAL,
         ),
         Scenario(
             name="opcua_attacks",
@@ -715,6 +1013,8 @@ SCENARIOS: dict[str, Scenario] = {
             duration=32.0,
             quick_duration=16.0,
             require=OPCUA_ATTACKS,
+            steps=OPCUA_ATTACK_STEPS,
+            actor="attacker",
         ),
         Scenario(
             name="opcua_auth",
@@ -769,6 +1069,8 @@ SCENARIOS: dict[str, Scenario] = {
             duration=12.0,
             quick_duration=10.0,
             require=OPCUA_AUTH,
+            steps=OPCUA_AUTH_STEPS,
+            actor="attacker",
         ),
         Scenario(
             name="opcua_secure",
@@ -814,4 +1116,4 @@ SCENARIOS: dict[str, Scenario] = {
             require=OPCUA_SECURE,
         ),
     )
-}
+} | {s.name: s for s in _benign_runs()}

@@ -125,12 +125,35 @@ def test_committed_capture_decodes(name: str) -> None:
     assert max(lengths) <= MAX_FRAME
 
 
+#: the long benign runs in pcaps/learning/ (checked by the slow test below)
+LEARNING = ["modbus_learn", "s7comm_learn", "opcua_learn"]
+LEARNING += [f"{name}_run2" for name in LEARNING]
+SECOND_RUNS = ["modbus_normal_run2", "s7comm_normal_run2", "opcua_normal_run2"]
+
+
 @needs_tshark
 def test_check_accepts_committed_captures() -> None:
-    proc = run_make_lab("--check", "--out", str(PCAPS), timeout=300)  # 12 captures
+    names = [name.removesuffix(".pcap") for name in COMMITTED] + SECOND_RUNS
+    proc = run_make_lab("--check", "--out", str(PCAPS), "--only", *names, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for name in COMMITTED:
-        assert str(PCAPS / name) in proc.stdout
+    for name in names:
+        assert str(PCAPS / f"{name}.pcap") in proc.stdout
+
+
+@pytest.mark.slow
+@needs_tshark
+def test_check_accepts_the_learning_runs() -> None:
+    proc = run_make_lab("--check", "--out", str(PCAPS), "--only", *LEARNING, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for name in LEARNING:
+        assert str(PCAPS / "learning" / f"{name}.pcap") in proc.stdout
+
+
+def test_every_scenario_is_checked() -> None:
+    proc = run_make_lab("--list")
+    listed = {line.split()[0] for line in proc.stdout.splitlines()}
+    checked = {name.removesuffix(".pcap") for name in COMMITTED} | set(SECOND_RUNS)
+    assert listed == checked | set(LEARNING)
 
 
 @needs_tshark
