@@ -71,4 +71,7 @@ def test_learning_again_gives_the_same_files(tmp_path: Path) -> None:
     committed, again = _files(BASELINES), _files(tmp_path)
     assert sorted(again) == sorted(committed) and committed
     for name, data in committed.items():
-        assert again[name] == data, f"{name} differs when learned again"
+        assert again[name] == data, (
+            f"{name} differs when learned again: if learning changed on purpose, run"
+            " `sh baselines/make.sh` and commit baselines/"
+        )
