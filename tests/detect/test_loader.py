@@ -169,5 +169,5 @@ def test_a_file_changed_since_the_last_load_is_read_again(tmp_path: Path) -> Non
     (fresh,) = load_rules([path], builtin=False)
     assert (first.rule.rev, fresh.rule.rev) == (2, 3)
     path.write_text("id: [\n")
-    with pytest.raises(RuleError, match="r.yml:2"):
+    with pytest.raises(RuleError, match=r"r\.yml:2"):
         load_rules([path], builtin=False)
