@@ -51,6 +51,7 @@ from otsentry.baseline.aspect import (
     Deviation,
     iso,
 )
+from otsentry.baseline.items import parse_iso
 from otsentry.baseline.tiered import TieredTable
 from otsentry.model import Direction, Event
 
@@ -310,6 +311,8 @@ class Cycle:
             c.breaks = int(data.get("breaks", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise AspectDataError(where, f"bad cycle: {exc}") from None
+        c.first = parse_iso(data.get("first_seen"), f"{where}.first_seen")
+        c.last = parse_iso(data.get("last_seen"), f"{where}.last_seen")
         if c.period <= 0 or c.silent_after <= 0:
             raise AspectDataError(f"{where}.period", "period and silent_after must be positive")
         return c

@@ -40,6 +40,7 @@ from otsentry.baseline.aspect import (
     ReportedOnce,
     iso,
 )
+from otsentry.baseline.items import parse_iso
 from otsentry.baseline.tiered import TieredTable
 from otsentry.model import Direction, Event
 
@@ -54,6 +55,14 @@ MAX_LINKS = 4_096
 SLACK = {"requests": 20.0, "flows": 5.0, "bytes_per_second": 2_000.0}
 MEASURES = ("requests", "flows")
 _REQUESTS, _FLOWS = 0, 1
+
+
+def number(value: float) -> int | float:
+    """``value`` as written to the file: rounded to 3 decimals, an integer when it is one
+    (``42``, ``10368.391``). Reading it back with ``float`` and writing it again gives the same
+    text."""
+    r = round(float(value), 3)
+    return int(r) if r.is_integer() else r
 
 
 class Measure:
@@ -77,8 +86,10 @@ class Measure:
         self.total += value * weight
 
     def settle(self, min_windows: int) -> None:
-        """The checked bounds (0 = not checked)."""
+        """The checked bounds (0 = not checked), from the minimum and maximum as the file
+        holds them (rounded), so a baseline read back gives the same bounds."""
         slack = SLACK[self.name]
+        self.min, self.max = float(number(self.min)), float(number(self.max))
         if self.n < min_windows:
             self.high = self.low = 0.0
             return
@@ -94,14 +105,14 @@ class Measure:
         """Plain data."""
         out: dict[str, Any] = {
             "windows": self.n,
-            "min": round(self.min, 3),
-            "max": round(self.max, 3),
-            "mean": round(self.total / self.n, 3) if self.n else 0.0,
+            "min": number(self.min),
+            "max": number(self.max),
+            "mean": number(self.total / self.n) if self.n else 0,
             "checked": self.checked,
         }
         if self.checked:
-            out["high"] = self.high
-            out["low"] = self.low
+            out["high"] = number(self.high)
+            out["low"] = number(self.low)
         return out
 
     @classmethod
@@ -116,6 +127,8 @@ class Measure:
                 m.high, m.low = float(data["high"]), float(data.get("low", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise AspectDataError(where, f"bad measure: {exc}") from None
+        if m.n < 0 or m.min > m.max or (data.get("checked") and m.high <= 0):
+            raise AspectDataError(where, "windows, min/max or high out of order")
         return m
 
 
@@ -269,7 +282,8 @@ class VolumeAspect(Aspect):
             model.bytes.settle(self.min_windows)
 
     def to_data(self) -> dict[str, Any]:
-        self._settle()
+        if self._learning:  # a baseline read back keeps its bounds as written
+            self._settle()
         rows = []
         for link in sorted(self.links, key=lambda k: (_ip(k[0]), _ip(k[1]), k[2])):
             model = self.links[link]
@@ -287,7 +301,7 @@ class VolumeAspect(Aspect):
             row["last_seen"] = iso(model.last)
             rows.append(row)
         return {
-            "window": self.window,
+            "window": float(self.window),
             "min_windows": self.min_windows,
             "dropped": self._states.dropped + self._states.evicted + self.loaded_dropped,
             "links": rows,
@@ -323,6 +337,8 @@ class VolumeAspect(Aspect):
             model.bytes = Measure.from_data(
                 "bytes_per_second", row.get("bytes_per_second") or {}, f"{where}.bytes_per_second"
             )
+            model.first = parse_iso(row.get("first_seen"), f"{where}.first_seen")
+            model.last = parse_iso(row.get("last_seen"), f"{where}.last_seen")
             aspect.links[link] = model
         aspect._learning = False
         return aspect

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otsentry.baseline.aspect import AnomalyKind, Deviation
+from otsentry.baseline.aspect import AnomalyKind, AspectDataError, Deviation
 from otsentry.baseline.timing import NS, Cycle, CycleStats, TimingAspect, cycle_key
 from otsentry.model import Event
 from tests.baseline.test_values import HMI, routed
@@ -164,3 +164,29 @@ def test_a_poll_that_stops_is_a_silent_channel(learned_data: dict[str, Any]) -> 
     assert silent.effective_techniques == ("T0814", "T0804")
     assert silent.event is None and silent.hosts == (HMI, "10.10.30.5")
     assert "nothing for 5." in silent.reason
+
+
+def test_a_baseline_read_back_writes_the_same_bytes(learned_data: dict[str, Any]) -> None:
+    text = yaml.safe_dump(learned_data)
+    again = TimingAspect.from_data(yaml.safe_load(text)).to_data()
+    assert yaml.safe_dump(again) == text
+    seen = [(c["first_seen"], c["last_seen"]) for c in again["cycles"]]
+    assert all(first.startswith("2026-") and first < last for first, last in seen)
+
+
+def test_an_accepted_period_reads_back_the_same(learned_data: dict[str, Any]) -> None:
+    aspect = TimingAspect.from_data(learned_data)
+    devs = [d for e in routed(TimingAspect.protocols, "modbus_abuse.pcap") for d in aspect.check(e)]
+    assert devs and all(aspect.accept(d.item) for d in devs)
+    text = yaml.safe_dump(aspect.to_data())
+    assert text != yaml.safe_dump(learned_data)
+    again = TimingAspect.from_data(yaml.safe_load(text)).to_data()
+    assert yaml.safe_dump(again) == text
+
+
+def test_a_cycle_without_times_names_the_key(learned_data: dict[str, Any]) -> None:
+    data = yaml.safe_load(yaml.safe_dump(learned_data))
+    data["cycles"][2]["last_seen"] = "yesterday"
+    with pytest.raises(AspectDataError) as err:
+        TimingAspect.from_data(data)
+    assert err.value.key == "cycles[2].last_seen"

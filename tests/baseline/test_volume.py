@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from otsentry.baseline.aspect import AnomalyKind, AspectContext, Deviation
-from otsentry.baseline.volume import Measure, VolumeAspect
+from otsentry.baseline.aspect import AnomalyKind, AspectContext, AspectDataError, Deviation
+from otsentry.baseline.volume import Measure, VolumeAspect, number
 from otsentry.model import Envelope, Event
 from tests.baseline.test_values import HMI, routed
 
@@ -106,3 +106,39 @@ def test_measure_bounds() -> None:
     assert (m.high, m.low) == (108.0, 0.0)
     m.settle(4)
     assert not m.checked
+
+
+def test_numbers_are_written_the_way_they_read_back() -> None:
+    assert [number(v) for v in (42, 42.0, 10368.3914, 0.0004, 2.5)] == [42, 42, 10368.391, 0, 2.5]
+    for v in (42, 10368.3914, 4184.1955, 1 / 3):
+        assert number(float(yaml.safe_load(yaml.safe_dump(number(v))))) == number(v)
+
+
+def test_a_baseline_read_back_writes_the_same_bytes(learned_data: dict[str, Any]) -> None:
+    text = yaml.safe_dump(learned_data)
+    again = VolumeAspect.from_data(yaml.safe_load(text)).to_data()
+    assert yaml.safe_dump(again) == text
+    assert all(r["first_seen"].startswith("2026-") for r in again["links"])
+    assert all(r["first_seen"] < r["last_seen"] for r in again["links"])
+    # the bounds were derived from the rounded maximum, so reading them back changes nothing
+    bps = [r["bytes_per_second"] for r in again["links"] if r["bytes_per_second"]["checked"]]
+    assert bps and all(b["high"] == number(2 * b["max"] + 2_000) for b in bps)
+
+
+def test_accepted_volumes_read_back_the_same(learned_data: dict[str, Any]) -> None:
+    aspect = VolumeAspect.from_data(learned_data)
+    for e in faster(routed(None, "modbus_normal.pcap"), 4):
+        for d in aspect.check(e):
+            assert aspect.accept(d.item)
+    text = yaml.safe_dump(aspect.to_data())
+    assert text != yaml.safe_dump(learned_data)
+    again = VolumeAspect.from_data(yaml.safe_load(text)).to_data()
+    assert yaml.safe_dump(again) == text
+
+
+def test_bounds_out_of_order_name_the_key(learned_data: dict[str, Any]) -> None:
+    data = yaml.safe_load(yaml.safe_dump(learned_data))
+    data["links"][0]["requests"]["min"] = data["links"][0]["requests"]["max"] + 1
+    with pytest.raises(AspectDataError) as err:
+        VolumeAspect.from_data(data)
+    assert err.value.key == "links[0].requests"
