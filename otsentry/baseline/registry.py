@@ -13,7 +13,9 @@ from otsentry.baseline.functions import FunctionsAspect
 from otsentry.baseline.links import LinksAspect
 from otsentry.baseline.model_aspect import ModelAspect
 from otsentry.baseline.security import SecurityAspect
+from otsentry.baseline.timing import TimingAspect
 from otsentry.baseline.values import ValuesAspect
+from otsentry.baseline.volume import VolumeAspect
 
 #: aspect classes, each with a unique ``name``
 ASPECTS: list[type[Aspect]] = [
@@ -23,6 +25,8 @@ ASPECTS: list[type[Aspect]] = [
     AddressesAspect,
     SecurityAspect,
     ValuesAspect,
+    TimingAspect,
+    VolumeAspect,
     ModelAspect,
 ]
 
