@@ -51,8 +51,9 @@ class BaselineError(ConfigError):
     """A baseline file that cannot be read: ``file:line: key: problem``."""
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without the timestamp resolver: ISO times stay text."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML (libyaml's parser when PyYAML has it) without the timestamp resolver: ISO
+    times stay text."""
 
 
 class _Dumper(yaml.SafeDumper):
