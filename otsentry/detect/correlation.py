@@ -156,7 +156,8 @@ class Correlator:
         value = getter(event) if getter is not None else MISSING
         values = group.values
         start = ts - self.spec.timespan_ns
-        if values:
+        # values are kept oldest first: only when the oldest has aged out is there work to do
+        if values and next(iter(values.values())) <= start:
             stale = []
             for old, seen in values.items():
                 if seen > start:
@@ -165,6 +166,14 @@ class Correlator:
             for old in stale:
                 del values[old]
         if value is MISSING:
+            return len(values)
+        cls = value.__class__
+        if cls is int or cls is str:  # the common case: one plain value (a unit id, an address)
+            if value in values:
+                values.move_to_end(value)
+            elif len(values) >= self.max_entries:
+                values.popitem(last=False)
+            values[value] = ts
             return len(values)
         items = value if isinstance(value, list | tuple) else (value,)
         for item in items:
