@@ -21,14 +21,15 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from hashlib import sha1
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
-from otsentry.capture.base import Frame
-from otsentry.decode import ACK, SYN, TCP, UDP, Decoder, FlowKey
+from otsentry.capture.base import LINKTYPE_ETHERNET, Frame
+from otsentry.decode import ACK, ETH_ARP, SYN, TCP, UDP, Decoder, FlowKey
 from otsentry.model import Conn
 
 #: captures waiting for the packets after their trigger at most; beyond, the oldest is written
@@ -45,6 +46,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 #: (packet number, frame)
 Numbered = tuple[int, Frame]
+DecodeFn = Callable[[int, bytes, int], Any]
 
 
 def _packed(ip: str) -> bytes:
@@ -62,6 +64,20 @@ def flow_keys(conn: Conn) -> frozenset[FlowKey]:
             (server, conn.server_port, client, conn.client_port, vlan, proto),
         )
     )
+
+
+_VLAN_TAGS = (b"\x81\x00", b"\x88\xa8", b"\x91\x00", b"\x92\x00")
+_ARP_TYPE = ETH_ARP.to_bytes(2, "big")
+
+
+def arp_mentions(linktype: int, data: bytes, ip: bytes) -> bool:
+    """Whether an Ethernet frame is ARP (behind up to two VLAN tags) naming the IPv4 ``ip``."""
+    if linktype != LINKTYPE_ETHERNET:
+        return False
+    off = 12
+    while data[off : off + 2] in _VLAN_TAGS and off < 20:
+        off += 4
+    return data[off : off + 2] == _ARP_TYPE and ip in data[off + 2 :]
 
 
 def write_pcap(path: Path, linktype: int, frames: Iterable[Frame]) -> int:
@@ -95,6 +111,20 @@ class _Capture:
     after_wanted: int
     scanned_to: int  # packets up to this number have been looked at
     after_found: int = 0
+    #: an ARP alert: the frames are the ARP packets naming the client (sender) address
+    arp: bool = False
+
+    def holds(self, frame: Frame, decode: DecodeFn) -> tuple[bool, int]:
+        """Whether ``frame`` belongs to this evidence, and its TCP flags (0 when not TCP)."""
+        data = frame[2]
+        if self.arp:
+            return arp_mentions(frame[1], data, self.client), 0
+        if self.client not in data or self.server not in data:
+            return False, 0  # a byte search rules out most frames before any decoding
+        pkt = decode(frame[1], data, frame[0])
+        if pkt is None or pkt[0] not in self.keys:
+            return False, 0
+        return True, pkt[1]
 
 
 @dataclass(slots=True)
@@ -157,9 +187,10 @@ class EvidenceRecorder:
         if len(self._names) >= self.max_files:
             self.stats.skipped_max_files += 1
             return None
+        arp = conn.transport == "arp"
         cap = _Capture(
             name="",
-            keys=flow_keys(conn),
+            keys=frozenset() if arp else flow_keys(conn),
             client=_packed(conn.client_ip),
             server=_packed(conn.server_ip),
             trigger_no=0,
@@ -167,6 +198,7 @@ class EvidenceRecorder:
             frames=[],
             after_wanted=self.packets_after,
             scanned_to=packet_no,
+            arp=arp,
         )
         found = self._before(cap, packet_no)
         if not found:
@@ -211,19 +243,14 @@ class EvidenceRecorder:
         scan back stops early at the client's SYN: nothing of the flow comes before it)."""
         want = self.packets_before + 1
         found: list[Numbered] = []
-        client, server, keys = cap.client, cap.server, cap.keys
         decode = self._decoder.decode
         back = -1
         for frame in reversed(self.ring):
             back += 1
-            data = frame[2]
-            if client not in data or server not in data:
-                continue  # a byte search rules out most frames before any decoding
-            pkt = decode(frame[1], data, frame[0])
-            if pkt is None or pkt[0] not in keys:
+            held, flags = cap.holds(frame, decode)
+            if not held:
                 continue
             found.append((packet_no - back, frame))
-            flags = pkt[1]
             if len(found) >= want or (flags & SYN and not flags & ACK):
                 break
         found.reverse()
@@ -238,15 +265,10 @@ class EvidenceRecorder:
         ring = self.ring
         have = min(new, len(ring))
         number = packet_no - have
-        client, server, keys = cap.client, cap.server, cap.keys
         decode = self._decoder.decode
         for frame in islice(ring, len(ring) - have, None):
             number += 1
-            data = frame[2]
-            if client not in data or server not in data:
-                continue
-            pkt = decode(frame[1], data, frame[0])
-            if pkt is None or pkt[0] not in keys:
+            if not cap.holds(frame, decode)[0]:
                 continue
             cap.frames.append((number, frame))
             cap.after_found += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,37 @@ def test_max_files_caps_rule_evidence(tmp_path: Path) -> None:
     assert stats["evidence"]["files_written"] == 1
     assert stats["evidence"]["skipped_max_files"] == 3
     assert len(list((tmp_path / "evidence").iterdir())) == 1
+
+
+def test_arp_alerts_get_the_arp_packets_naming_the_address(tmp_path: Path, tshark: str) -> None:
+    """An ARP spoofing alert has no IP flow: its evidence is the ARP traffic about the
+    address whose binding moved, the attacker's replies and the real host's among them."""
+    capture = LAB_PCAPS / "network_attacks_modbus.pcap"
+    if not capture.exists():
+        pytest.skip("lab capture missing")
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "otsentry", "replay", str(capture), "--out", str(out), "--quiet"],
+        check=True,
+    )
+    alerts = [json.loads(line) for line in (out / "alerts.ndjson").open()]
+    arp = [
+        a for a in alerts if a["rule"]["id"] in ("OTS-NET-ARP-SPOOFING", "OTS-NET-IP-MAC-CHANGE")
+    ]
+    assert len(arp) == 2
+    for alert in arp:
+        path = out / alert["otsentry"]["evidence"]["pcap"]
+        rows = tshark_fields(
+            tshark,
+            path,
+            "frame.protocols",
+            "arp.src.proto_ipv4",
+            "arp.dst.proto_ipv4",
+            "arp.src.hw_mac",
+        )
+        assert rows and len(rows) <= 31
+        assert all(r[0] == "eth:ethertype:arp" for r in rows)
+        spoofed = alert["source"]["ip"]
+        assert all(spoofed in (r[1], r[2]) for r in rows)
+        # the attacker's claim is there: the spoofed address with a MAC that is not its own
+        assert len({r[3] for r in rows if r[1] == spoofed}) == 2
