@@ -3,7 +3,7 @@ told about them: device identity, and the roles they play (:mod:`otsentry.assets
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,12 +24,16 @@ _client_finding = role_rules.client_finding
 _server_answered = role_rules.server_answered
 
 
-def _ip_order(ip: str) -> tuple[int, int, str]:
+def _ip_order(ip: str) -> tuple[int, bytes, str]:
+    """Sort key: IPv4 before IPv6, numerically (packed bytes compare as the numbers do)."""
     try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return (9, 0, ip)
-    return (addr.version, int(addr), ip)
+        return (4, socket.inet_pton(socket.AF_INET, ip), ip)
+    except OSError:
+        pass
+    try:
+        return (6, socket.inet_pton(socket.AF_INET6, ip), ip)
+    except OSError:
+        return (9, b"", ip)
 
 
 @dataclass(slots=True)

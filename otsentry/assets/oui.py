@@ -98,9 +98,15 @@ def _scan_ieee_iab(path: Path, wanted: set[str]) -> Iterator[tuple[str, str]]:
 
 
 def _scan_wireshark(path: Path, wanted: set[str]) -> Iterator[tuple[str, str]]:
+    # every entry starts with its OUI: lines of other OUIs are passed over before any splitting
+    starts: set[str] = set()
+    for key in wanted:
+        for sep in (":", "-"):
+            text = sep.join((key[:2], key[2:4], key[4:6]))
+            starts.update((text, text.lower()))
     with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
-            if not line[:1].isalnum():
+            if line[:8] not in starts:
                 continue
             fields = line.rstrip("\n").split("\t")
             prefix, _, bits = fields[0].partition("/")
