@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from otsentry.capture import open_capture
+from otsentry.config import Config
+from otsentry.model import Alert, Event
+from otsentry.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_PCAPS = ROOT / "pcaps"
@@ -52,3 +59,24 @@ def capture_path(capture: str, request: pytest.FixtureRequest) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
+
+
+def replay_events(
+    path: Path, out: Path | None = None, config: Config | None = None, **pipeline_kw: Any
+) -> tuple[list[Event], dict[str, Any]]:
+    """Replay a capture through the whole pipeline: every event (protocol and network) it hands
+    its detection hooks, in order, and the run's stats. ``out`` defaults to a temporary
+    directory."""
+    seen: list[Event] = []
+
+    def hook(event: Event) -> tuple[Alert, ...]:
+        seen.append(event)
+        return ()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(config or Config(), out or Path(tmp), **pipeline_kw)
+        pipeline.event_hooks.append(hook)
+        with open_capture(path) as reader:
+            pipeline.run(reader)
+        stats = pipeline.finish()
+    return seen, stats

@@ -8,29 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from otsentry.capture import open_capture
-from otsentry.config import Config
-from otsentry.model import Alert, Event
-from otsentry.pipeline import Pipeline
-from tests.conftest import LAB_PCAPS
+from tests.conftest import LAB_PCAPS, replay_events
 
 CAPTURE = LAB_PCAPS / "network_attacks_modbus.pcap"
 pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="lab capture missing")
 
 
 def test_network_events_feed_rules_and_hooks_but_not_the_event_file(tmp_path: Path) -> None:
-    hooked: list[Event] = []
-
-    def hook(event: Event) -> list[Alert]:
-        if event.envelope.protocol == "network":
-            hooked.append(event)
-        return []
-
-    pipeline = Pipeline(Config(), tmp_path)
-    pipeline.event_hooks.append(hook)
-    with open_capture(CAPTURE) as reader:
-        pipeline.run(reader)
-    stats = pipeline.finish()
+    seen, stats = replay_events(CAPTURE, tmp_path)
+    hooked = [e for e in seen if e.envelope.protocol == "network"]
 
     actions = {e.action for e in hooked}
     assert {"network-flow-start", "network-flow-end", "network-ip-mac-change"} <= actions

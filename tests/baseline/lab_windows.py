@@ -3,18 +3,14 @@ model's tests)."""
 
 from __future__ import annotations
 
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import pytest
 
 from otsentry.baseline.features import WindowExtractor, WindowVector
-from otsentry.capture import open_capture
-from otsentry.config import Config
-from otsentry.model import Alert, Event
-from otsentry.pipeline import Pipeline
-from tests.conftest import LAB_PCAPS
+from otsentry.model import Event
+from tests.conftest import LAB_PCAPS, replay_events
 
 HMI = "10.10.30.10"
 ENG = "10.10.30.20"
@@ -39,20 +35,7 @@ def lab(name: str) -> Path:
 def events_of(name: str) -> tuple[Event, ...]:
     """Every event (protocol and network) the pipeline hands its hooks for a lab capture, in
     the order it hands them."""
-    path = lab(name)
-    seen: list[Event] = []
-
-    def hook(event: Event) -> list[Alert]:
-        seen.append(event)
-        return []
-
-    with tempfile.TemporaryDirectory() as out:
-        pipeline = Pipeline(Config(), Path(out))
-        pipeline.event_hooks.append(hook)
-        with open_capture(path) as frames:
-            pipeline.run(frames)
-        pipeline.finish()
-    return tuple(seen)
+    return tuple(replay_events(lab(name))[0])
 
 
 def windows_of(name: str, window_seconds: float = 2.0) -> list[WindowVector]:

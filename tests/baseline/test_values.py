@@ -3,10 +3,8 @@ captures and checked against the normal and attack captures."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,11 +13,8 @@ from hypothesis import strategies as st
 
 from otsentry.baseline.aspect import AnomalyKind, AspectContext, Deviation
 from otsentry.baseline.values import Key, ValueModel, ValuesAspect, ValueStats, classify
-from otsentry.capture import open_capture
-from otsentry.config import Config
-from otsentry.model import Alert, Event
-from otsentry.pipeline import Pipeline
-from tests.conftest import LAB_PCAPS
+from otsentry.model import Event
+from tests.conftest import LAB_PCAPS, replay_events
 
 ATTACKER = "10.10.30.66"
 ENG = "10.10.30.20"
@@ -34,19 +29,7 @@ def lab_events(name: str) -> tuple[Event, ...]:
     path = LAB_PCAPS / name
     if not path.exists():
         pytest.skip(f"{path} missing")
-    seen: list[Event] = []
-
-    def hook(event: Event) -> list[Alert]:
-        seen.append(event)
-        return []
-
-    with tempfile.TemporaryDirectory() as out:
-        pipeline = Pipeline(Config(), Path(out))
-        pipeline.event_hooks.append(hook)
-        with open_capture(path) as frames:
-            pipeline.run(frames)
-        pipeline.finish()
-    return tuple(seen)
+    return tuple(replay_events(path)[0])
 
 
 def routed(aspect_protocols: frozenset[str] | None, *names: str) -> list[Event]:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 
 import pytest
 
-from otsentry.capture import open_capture
 from otsentry.config import parse_config
 from otsentry.detect.alerts import Aggregator, alert_for
 from otsentry.detect.model import Rule, RuleMatch
 from otsentry.model import Alert, AlertKind, Event, Technique
-from otsentry.pipeline import Pipeline
-from tests.conftest import LAB_PCAPS
+from tests.conftest import LAB_PCAPS, replay_events
 
 T0814 = Technique("T0814", "Denial of Service", ("TA0107",), ("Inhibit Response Function",))
 T0816 = Technique("T0816", "Device Restart/Shutdown", ("TA0107",), ("Inhibit Response Function",))
@@ -41,20 +37,8 @@ def rule(rule_id: str = "OTS-TEST-DIAG", level: str = "high") -> Rule:
 @cache
 def lab_events(name: str) -> tuple[Event, ...]:
     """Every event of a lab capture, as the pipeline emits them (no rules loaded)."""
-    seen: list[Event] = []
-
-    def hook(event: Event) -> tuple[Alert, ...]:
-        seen.append(event)
-        return ()
-
     config = parse_config("detection: {builtin_rules: false}\noutputs: {events: false}\n")
-    with tempfile.TemporaryDirectory() as out:
-        pipeline = Pipeline(config, Path(out))
-        pipeline.event_hooks.append(hook)
-        with open_capture(LAB_PCAPS / name) as reader:
-            pipeline.run(reader)
-        pipeline.finish()
-    return tuple(seen)
+    return tuple(replay_events(LAB_PCAPS / name, config=config)[0])
 
 
 def matches(

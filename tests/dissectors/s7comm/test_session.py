@@ -18,7 +18,7 @@ from otsentry.dissect.base import Tracer
 from otsentry.dissectors.s7comm import SPEC, S7Session, probe
 from otsentry.model import Alert, Direction, Event
 from otsentry.pipeline import Pipeline
-from tests.conftest import LAB_PCAPS
+from tests.conftest import LAB_PCAPS, replay_events
 from tests.dissectors.harness import FlowHarness
 from tests.dissectors.s7comm.lab_streams import S7_NORMAL, Segments, flows_to_port
 
@@ -266,18 +266,7 @@ def test_a_refused_userdata_request_keeps_what_was_asked(tmp_path: Path) -> None
     path = LAB_PCAPS / "s7comm_attacks.pcap"
     if not path.exists():
         pytest.skip("lab capture missing")
-    seen: list[Event] = []
-
-    def hook(event: Event) -> list[Alert]:
-        if "response_userdata_group" in event.fields:
-            seen.append(event)
-        return []
-
-    pipeline = Pipeline(Config(), tmp_path)
-    pipeline.event_hooks.append(hook)
-    with open_capture(path) as reader:
-        pipeline.run(reader)
-    pipeline.finish()
+    seen = [e for e in replay_events(path, tmp_path)[0] if "response_userdata_group" in e.fields]
     by_action = {e.action: e.fields for e in seen}
     force = by_action["s7comm-force"]
     assert (force["userdata_group"], force["userdata_subfunction"]) == (1, 9)
