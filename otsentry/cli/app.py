@@ -8,7 +8,7 @@ import sys
 import typer
 
 from otsentry import __version__
-from otsentry.cli import alerts, assets, dissect, replay, rules
+from otsentry.cli import alerts, assets, dissect, es, kibana, replay, rules, spool
 from otsentry.cli import baseline as baseline_cli
 
 app = typer.Typer(
@@ -24,6 +24,9 @@ app.command("alerts")(alerts.alerts)
 app.command("assets")(assets.assets)
 app.add_typer(rules.app, name="rules")
 app.add_typer(baseline_cli.app, name="baseline")
+app.add_typer(es.app, name="es")
+app.add_typer(kibana.app, name="kibana")
+app.add_typer(spool.app, name="spool")
 
 
 @app.command("version")
