@@ -21,6 +21,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from otsentry.errors import FileProblem
+from otsentry.sinks.routing import valid_namespace
+from otsentry.sinks.urls import url_problem
 
 __all__ = [
     "DEFAULT_PROTOCOLS",
@@ -89,13 +91,57 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """An Elasticsearch or OpenSearch output (``outputs.elasticsearch`` / ``outputs.opensearch``).
+
+    Secrets may be given here or in the environment (``OTSENTRY_ES_*`` / ``OTSENTRY_OPENSEARCH_*``,
+    which win); never on the command line. ``url`` may also come from ``--es`` / ``--opensearch``.
+    """
+
+    url: str | None = None
+    namespace: str = "default"
+    api_key: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    fingerprint: str | None = None
+    verify_certs: bool = True
+    data_streams: bool = True
+    events: bool = True  # protocol events too, not only alerts, assets and stats
+    flush_after_seconds: float = 1.0
+    chunk_size: int = 500
+    request_timeout: float = 10.0
+    max_retries: int = 3  # the bulk helper's retries of 429 answers, with backoff
+    initial_backoff: float = 1.0
+    retry_interval: float = 5.0  # seconds between probes while the cluster is down
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """The on-disk outage spool in ``<outputs.dir>/spool``: at most ``max_bytes``; when full,
+    ``drop-oldest`` deletes the oldest segments (protocol events before alerts) and
+    ``drop-newest`` refuses new documents. Either way the count is reported."""
+
+    max_bytes: int = 1 << 30
+    segment_bytes: int = 16 << 20
+    when_full: str = "drop-oldest"
+
+
+SPOOL_POLICIES: Final = ("drop-oldest", "drop-newest")
+
+
+@dataclass(frozen=True, slots=True)
 class OutputsConfig:
-    """Where results go: NDJSON files under ``dir`` (relative paths are relative to the CWD)."""
+    """Where results go: NDJSON files under ``dir`` (relative paths are relative to the CWD),
+    and optionally an Elasticsearch or OpenSearch cluster."""
 
     dir: Path = Path("otsentry-out")
     events: bool = True
     alerts: bool = True
     assets: bool = True
+    elasticsearch: ClusterConfig | None = None
+    opensearch: ClusterConfig | None = None
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +439,11 @@ class _Reader:
         return SensorConfig(name=self.text(found["name"], "sensor.name"))
 
     def outputs(self, node: Node | None) -> OutputsConfig:
-        found = self.fields(node, "outputs", ("dir", "events", "alerts", "assets"))
+        found = self.fields(
+            node,
+            "outputs",
+            ("dir", "events", "alerts", "assets", "elasticsearch", "opensearch", "spool"),
+        )
         default = OutputsConfig()
         return OutputsConfig(
             dir=Path(self.text(found["dir"], "outputs.dir")).expanduser()
@@ -402,7 +452,63 @@ class _Reader:
             events=self.flag(found, "outputs.events", default.events),
             alerts=self.flag(found, "outputs.alerts", default.alerts),
             assets=self.flag(found, "outputs.assets", default.assets),
+            elasticsearch=self.cluster(found.get("elasticsearch"), "outputs.elasticsearch"),
+            opensearch=self.cluster(found.get("opensearch"), "outputs.opensearch"),
+            spool=self.spool(found.get("spool")),
         )
+
+    def cluster(self, node: Node | None, key: str) -> ClusterConfig | None:
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _TAG_NULL):
+            return None
+        defaults = ClusterConfig()
+        names = tuple(f.name for f in dataclasses.fields(ClusterConfig))
+        changes: dict[str, Any] = {}
+        for name, value in self.fields(node, key, names).items():
+            path = f"{key}.{name}"
+            default = getattr(defaults, name)
+            if isinstance(default, bool):
+                changes[name] = self.boolean(value, path)
+            elif name == "max_retries":
+                changes[name] = self.integer(value, path, 0, 100, "an integer 0-100")
+            elif isinstance(default, int):
+                changes[name] = self.integer(value, path, 1, None, "a positive integer")
+            elif isinstance(default, float):
+                changes[name] = self.positive_number(value, path)
+            elif name == "ca_file":
+                changes[name] = Path(self.text(value, path)).expanduser()
+            else:
+                changes[name] = self.text(value, path)
+        if "namespace" in changes and not valid_namespace(changes["namespace"]):
+            raise self.error(
+                node,
+                f"{key}.namespace",
+                "a namespace is lowercase letters, digits, '_' and '.' (no '-'), "
+                f"got {changes['namespace']!r}",
+            )
+        if "url" in changes:
+            problem = url_problem(changes["url"])
+            if problem:
+                raise self.error(node, f"{key}.url", problem)
+        return dataclasses.replace(defaults, **changes)
+
+    def spool(self, node: Node | None) -> SpoolConfig:
+        key = "outputs.spool"
+        defaults = SpoolConfig()
+        changes: dict[str, Any] = {}
+        for name, value in self.fields(
+            node, key, ("max_bytes", "segment_bytes", "when_full")
+        ).items():
+            path = f"{key}.{name}"
+            if name == "when_full":
+                policy = self.text(value, path)
+                if policy not in SPOOL_POLICIES:
+                    raise self.error(
+                        value, path, f"expected one of {', '.join(SPOOL_POLICIES)}, got {policy!r}"
+                    )
+                changes[name] = policy
+            else:
+                changes[name] = self.integer(value, path, 4096, None, "an integer >= 4096 (bytes)")
+        return dataclasses.replace(defaults, **changes)
 
     def limits(self, node: Node | None) -> Limits:
         defaults = Limits()
