@@ -15,6 +15,7 @@ from otsentry import config as config_module
 from otsentry.config import (
     DEFAULT_PROTOCOLS,
     AlertsConfig,
+    ClusterConfig,
     Config,
     ConfigError,
     DecodeAs,
@@ -25,6 +26,7 @@ from otsentry.config import (
     ProtocolConfig,
     SegmentConfig,
     SensorConfig,
+    SpoolConfig,
     load_config,
     parse_config,
     parse_decode_as,
@@ -204,6 +206,8 @@ def test_example_file_lists_every_key() -> None:
     keys = ["sensor:", "name:", "segments:", "cidrs:", "vlans:", "outputs:", "dir:"]
     keys += [f"{f.name}:" for f in dataclasses.fields(OutputsConfig)]
     keys += [f"{f.name}:" for f in dataclasses.fields(Limits)]
+    keys += [f"{f.name}:" for f in dataclasses.fields(ClusterConfig)]
+    keys += [f"{f.name}:" for f in dataclasses.fields(SpoolConfig)]
     keys += ["protocols:", "ports:", "enabled:", "decode_as:"]
     for key in keys:
         assert key in text, key
