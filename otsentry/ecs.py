@@ -309,6 +309,29 @@ def asset_doc(asset: Asset, observer: Mapping[str, Any], ids: DocumentIds) -> di
     return doc
 
 
+def stats_doc(
+    stats: Mapping[str, Any], observer: Mapping[str, Any], ids: DocumentIds, ts: int
+) -> dict[str, Any]:
+    """The run's counters as a metric document (``metrics-otsentry.stats-*``): stats.json's
+    content under ``otsentry.stats``, at packet time ``ts`` (the last packet seen)."""
+    return {
+        "@timestamp": iso_time(ts),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "metric",
+            "category": ["network"],
+            "type": ["info"],
+            "dataset": "otsentry.stats",
+            "module": "otsentry",
+            "id": ids.next("stats", ts, ""),
+            "created": iso_time(time.time_ns()),
+        },
+        "tags": ["ics", "otsentry"],
+        "observer": dict(observer),
+        "otsentry": {"stats": dict(stats)},
+    }
+
+
 def _role_evidence(roles: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Why each role was given: ``[{"role", "first_seen", "action", "peer"[, "connection_type"]}]``."""
     out = []

@@ -32,11 +32,12 @@ from otsentry.ecs import (
     event_doc,
     iso_time,
     observer_doc,
+    stats_doc,
 )
 from otsentry.flow.table import Flow
 from otsentry.model import Alert, Event
 from otsentry.netevents import NetworkEvents
-from otsentry.sinks.interface import Sink, Stream
+from otsentry.sinks.interface import ReportingSink, Sink, Stream
 from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import configured_registry, decoder_for, flow_table_for
 
@@ -366,6 +367,11 @@ class Pipeline:
             doc = asset_doc(asset, self.observer, self.ids)
             for sink in self.sinks:
                 sink.write(Stream.ASSETS, doc)
+        stats_sinks = [s for s in self.sinks if s.wants(Stream.STATS)]
+        if stats_sinks:
+            doc = stats_doc(self.stats(), self.observer, self.ids, end_ts)
+            for sink in stats_sinks:
+                sink.write(Stream.STATS, doc)
         for sink in self.sinks:
             sink.close()
         stats = self.stats()
@@ -412,6 +418,9 @@ class Pipeline:
             },
             "tcp": table.stats.as_dict(),
             "capture": {"files": list(c.files), "errors": list(c.capture_errors)},
+            "outputs": {
+                sink.name: sink.as_dict() for sink in self.sinks if isinstance(sink, ReportingSink)
+            },
             "first_packet": iso_time(c.first_ts) if c.first_ts is not None else None,
             "last_packet": iso_time(c.last_ts) if c.last_ts is not None else None,
             "seconds": round(seconds, 3),

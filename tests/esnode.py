@@ -21,7 +21,7 @@ class PlainJsonNode(Urllib3HttpNode):
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
 
-    def perform_request(  # type: ignore[override]
+    def perform_request(
         self,
         method: str,
         target: str,

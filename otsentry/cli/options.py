@@ -25,6 +25,20 @@ DecodeAsOption = Annotated[
         help="Decode a TCP port as a protocol: PORT=PROTO (or tshark's tcp.port==PORT,PROTO).",
     ),
 ]
+EsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--es",
+        help="Elasticsearch URL, e.g. https://es01:9200 (credentials: config or environment).",
+    ),
+]
+OpenSearchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--opensearch",
+        help="OpenSearch URL, e.g. https://os01:9200 (credentials: config or environment).",
+    ),
+]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="otsentry.yaml configuration file.")
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -13,13 +13,19 @@ from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_cap
 from otsentry.cli.options import (
     ConfigOption,
     DecodeAsOption,
+    EsOption,
+    OpenSearchOption,
     Pcaps,
     capture_paths,
     settings,
 )
 from otsentry.cli.ui import ReplayProgress, console, error, print_summary
+from otsentry.config import Config, ConfigError
 from otsentry.dissect.registry import UnknownProtocolError
 from otsentry.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from otsentry.sinks.cluster import ClusterSink
 
 
 def replay(
@@ -55,11 +61,14 @@ def replay(
             "--baseline", help="Baseline directory (otsentry baseline learn): alert on deviations."
         ),
     ] = None,
+    es: EsOption = None,
+    opensearch: OpenSearchOption = None,
 ) -> None:
     """Replay captures through the sensor pipeline (no Elasticsearch needed).
 
-    Writes events.ndjson, alerts.ndjson, assets.ndjson and stats.json to the output directory.
-    Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config
+    Writes events.ndjson, alerts.ndjson, assets.ndjson and stats.json to the output directory;
+    with --es / --opensearch (or the config's outputs) also to a cluster, spooling to
+    DIR/spool/ whatever it cannot take. Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config
     error (a broken rule file included).
     """
     cfg, decode_rules = settings(config, decode_as)
@@ -67,14 +76,21 @@ def replay(
     paths = capture_paths(pcaps)
     from otsentry.detect.loader import RuleError  # with the rule engine, only when replaying
 
+    sinks = _cluster_sinks(cfg, out_dir, es, opensearch)
     try:
-        pipeline = Pipeline(
-            cfg,
-            out_dir,
-            decode_as=decode_rules,
-            rules=rules or (),
-            builtin_rules=False if no_builtin_rules else None,
-        )
+        try:
+            pipeline = Pipeline(
+                cfg,
+                out_dir,
+                decode_as=decode_rules,
+                sinks=sinks,
+                rules=rules or (),
+                builtin_rules=False if no_builtin_rules else None,
+            )
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
     except UnknownProtocolError as exc:
         error(f"--decode-as: {exc}")
         raise typer.Exit(2) from None
@@ -95,6 +111,28 @@ def replay(
         typer.echo(json.dumps(stats))
     if failed:
         raise typer.Exit(1)
+
+
+def _cluster_sinks(
+    cfg: Config, out_dir: Path, es: str | None, opensearch: str | None
+) -> list[ClusterSink]:
+    """The cluster sinks asked for; unusable settings or a spool in use exit with code 2."""
+    if not (es or opensearch or cfg.outputs.elasticsearch or cfg.outputs.opensearch):
+        return []
+    from otsentry.sinks.factory import open_cluster_sinks
+    from otsentry.sinks.spool import SpoolBusy
+
+    try:
+        return open_cluster_sinks(cfg, out_dir, es=es, opensearch=opensearch)
+    except ConfigError as exc:
+        error(exc)
+        raise typer.Exit(2) from None
+    except SpoolBusy as exc:
+        error(f"spool {exc} (another sensor or 'otsentry spool drain' writes there)")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        error(f"cannot write to {out_dir}: {exc}")
+        raise typer.Exit(2) from None
 
 
 def _use_baseline(pipeline: Pipeline, directory: Path, window: float, *, quiet: bool) -> None:

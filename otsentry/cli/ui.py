@@ -104,4 +104,13 @@ def print_summary(stats: dict[str, Any], out_dir: Path) -> None:
     if stats["capture"]["errors"]:
         table.add_row("capture errors", str(len(stats["capture"]["errors"])), style="red")
     table.add_row("output", str(out_dir))
+    for name, out in stats.get("outputs", {}).items():
+        waiting = out["spool"]["documents"]
+        style = "red" if waiting or out["rejected"] else None
+        table.add_row(
+            name,
+            f"{out['sent']:,} sent, {out['duplicates']:,} already there, "
+            f"{out['rejected']:,} refused, {waiting:,} waiting in the spool",
+            style=style,
+        )
     console.print(table)

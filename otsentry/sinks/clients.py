@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,8 +246,28 @@ def _opensearch(settings: ClusterSettings) -> Any:
     return OpenSearch(list(settings.hosts), **kwargs)
 
 
+_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^)'\"]+)")
+
+
 def describe_error(exc: BaseException) -> str:
-    """A one-line description of a transport failure, without URLs' credentials or tracebacks."""
+    """A one-line description of a transport failure, without credentials or tracebacks:
+    ``connection refused``, ``timed out``, or the error's first line."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause)
+        match = _ERRNO.search(text)
+        if match:
+            return match.group(2).strip().lower()
+        if isinstance(cause, TimeoutError) or "timed out" in text.lower():
+            return "timed out"
+        for inner in getattr(cause, "errors", ()) or ():
+            if isinstance(inner, BaseException):
+                found = describe_error(inner)
+                if found != type(inner).__name__:
+                    return found
+        cause = cause.__cause__ or cause.__context__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
     return f"{name}: {text[:300]}" if text else name

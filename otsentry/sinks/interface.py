@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Stream(StrEnum):
@@ -13,6 +13,7 @@ class Stream(StrEnum):
     EVENTS = "events"
     ALERTS = "alerts"
     ASSETS = "assets"
+    STATS = "stats"  # the run's stats document (cluster sinks; stats.json is written apart)
 
 
 class Sink(Protocol):
@@ -32,4 +33,15 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
+        ...
+
+
+@runtime_checkable
+class ReportingSink(Sink, Protocol):
+    """A sink with its own counters, reported in stats.json under ``outputs.<name>``."""
+
+    name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The sink's counters."""
         ...
