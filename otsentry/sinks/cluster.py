@@ -170,6 +170,11 @@ class ClusterSink:
             try:
                 item = self._next()
                 if item is _STOP:
+                    # one more chance for a cluster that failed a moment ago, then stop
+                    wait = min(self._down_until, self._deadline) - self._clock()
+                    if wait > 0:
+                        time.sleep(wait)
+                        self._down_until = 0.0
                     self._drain(until=self._deadline)
                     return
                 if item:
