@@ -246,6 +246,7 @@ def _opensearch(settings: ClusterSettings) -> Any:
     return OpenSearch(list(settings.hosts), **kwargs)
 
 
+_TLS = re.compile(r"(certificate verify failed[^()\[\]'\"]*|Fingerprints did not match[^'\"]*)")
 _ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^)'\"]+)")
 
 
@@ -257,6 +258,9 @@ def describe_error(exc: BaseException) -> str:
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         text = str(cause)
+        tls = _TLS.search(text)
+        if tls:
+            return f"TLS: {tls.group(1).strip()}"
         match = _ERRNO.search(text)
         if match:
             return match.group(2).strip().lower()
