@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -218,15 +219,19 @@ class ClusterSink:
         )
 
     def _items(self, docs: list[Mapping[str, Any]]) -> list[SpoolItem]:
+        """Serialize once, ``event.ingested`` included (set again if the document is resent)."""
+        ingested = _now_iso()
         items = []
         for doc in docs:
             event = doc.get("event")
-            doc_id = event.get("id") if isinstance(event, Mapping) else None
-            source = orjson.dumps(doc, default=str)
+            if isinstance(event, Mapping):
+                doc_id = event.get("id")
+                doc = {**doc, "event": {**event, "ingested": ingested}}
+            else:
+                doc_id = None
             if not isinstance(doc_id, str):
-                import uuid
-
                 doc_id = str(uuid.uuid4())
+            source = orjson.dumps(doc, default=str)
             items.append(SpoolItem(target(doc, self.namespace), doc_id, source))
         return items
 
@@ -275,7 +280,7 @@ class ClusterSink:
             pending.setdefault(item.doc_id, []).append(item)
             order.append(item)
         keep: set[int] = set()
-        actions = (self._action(item, ingested) for item in items)
+        actions = (self._action(item, ingested if resend else None) for item in items)
         self.stats.bulk_requests += 1
         try:
             for ok, result in self.client.streaming_bulk(
@@ -327,8 +332,8 @@ class ClusterSink:
                 "%d documents refused so far (kept in %s)", n, self.spool.root / "rejected.ndjson"
             )
 
-    def _action(self, item: SpoolItem, ingested: str) -> dict[str, Any]:
-        source = _with_ingested(item.source, ingested)
+    def _action(self, item: SpoolItem, ingested: str | None) -> dict[str, Any]:
+        source = item.source if ingested is None else _with_ingested(item.source, ingested)
         return {
             "_op_type": "create",
             "_index": item.index,
