@@ -131,7 +131,9 @@ def modbus_writes() -> list[str]:
 def s7comm_changes() -> list[str]:
     """``event.action`` of S7 jobs that write data, change the program or the CPU's state."""
     jobs = [S7_FUNCTIONS[c] for c in (0x05, 0x1A, 0x1B, 0x1C, 0x29)]
-    pi = [S7_PI_SERVICES[k] for k in ("P_PROGRAM", "_INSE", "_DELE", "_GARB", "_MODU", "_EXEC")]
+    # every PI service changes the CPU (start, insert / delete / copy blocks, compress, NC
+    # programs); one the dissector does not name is s7comm-pi-service
+    pi = [*S7_PI_SERVICES.values(), "pi_service"]
     userdata = {name for group in S7_USERDATA_SUBFUNCTIONS.values() for name in group.values()}
     commands = ["force", "modify_variable", "memory_reset", "set_clock", "set_clock_2"]
     commands.append("clear_password")
@@ -642,6 +644,8 @@ class Dashboard:
         x = 0
         for width, key, make in panels:
             index = uid(self.oid, key)
+            if any(p["panelIndex"] == index for p in self.panels):
+                raise ValueError(f"{self.title}: two panels named {key!r}")
             panel = make | {
                 "panelIndex": index,
                 "gridData": {"x": x, "y": self.y, "w": width, "h": height, "i": index},
@@ -919,7 +923,7 @@ def overview() -> Dashboard:
         return [r, kind, n, worst, last]
 
     d.row(14, (48, "rules", lens_panel(table_panel("Alerts by rule", ALERTS, rules))))
-    d.row(16, (48, "alerts", search_panel("otsentry-search-alerts", "Alerts")))
+    d.row(16, (48, "alerts-search", search_panel("otsentry-search-alerts", "Alerts")))
     return d
 
 
@@ -1052,7 +1056,7 @@ def protocol_dashboard(proto: str) -> Dashboard:
         ),
         *_protocol_specific(proto),
     )
-    d.row(16, (48, "writes", search_panel(f"otsentry-search-{proto}-writes", writes_label)))
+    d.row(16, (48, "writes-search", search_panel(f"otsentry-search-{proto}-writes", writes_label)))
     return d
 
 
