@@ -191,6 +191,29 @@ def test_es_api_key_is_the_fallback(fake: FakeKibana) -> None:
     assert fake.imports()[0].headers["authorization"] == f"ApiKey {SECRET}"
 
 
+def test_config_file_credentials_are_the_last_fallback(fake: FakeKibana, tmp_path: Path) -> None:
+    config = tmp_path / "otsentry.yaml"
+    config.write_text(
+        "outputs:\n  elasticsearch:\n    url: https://es01:9200\n"
+        f"    username: cfg-user\n    password: {SECRET}\n"
+    )
+    assert run("--url", fake.url, "--config", str(config)).exit_code == 0
+    expected = base64.b64encode(f"cfg-user:{SECRET}".encode()).decode()
+    assert fake.imports()[0].headers["authorization"] == f"Basic {expected}"
+
+    env = {"OTSENTRY_ES_API_KEY": "from-env"}
+    assert run("--url", fake.url, "--config", str(config), env=env).exit_code == 0
+    assert fake.imports()[1].headers["authorization"] == "ApiKey from-env"
+
+
+def test_bad_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "otsentry.yaml"
+    config.write_text("outputs:\n  elasticsearch:\n    colour: blue\n")
+    result = run("--url", "http://127.0.0.1:5601", "--config", str(config))
+    assert result.exit_code == 2
+    assert "colour" in result.output
+
+
 def test_no_credentials_sends_no_authorization(fake: FakeKibana) -> None:
     assert run("--url", fake.url).exit_code == 0
     assert "authorization" not in fake.imports()[0].headers

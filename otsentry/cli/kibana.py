@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from otsentry.cli.options import ConfigOption
 from otsentry.cli.ui import console, error
+
+if TYPE_CHECKING:
+    from otsentry.config import ClusterConfig
 
 app = typer.Typer(
     help="Kibana: import the data view, saved searches and dashboards.",
@@ -37,13 +42,14 @@ def setup(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Import otsentry's data views, saved searches and dashboards (overwriting earlier imports).
 
     Credentials come from the environment: OTSENTRY_KIBANA_API_KEY, or OTSENTRY_KIBANA_USERNAME and
-    OTSENTRY_KIBANA_PASSWORD (else the OTSENTRY_ES_* equivalents); a CA file from
-    OTSENTRY_KIBANA_CA_FILE. Exit codes: 0 every object imported; 1 Kibana unreachable, refusing,
-    or an object failed; 2 usage error.
+    OTSENTRY_KIBANA_PASSWORD (else the OTSENTRY_ES_* equivalents, else the config's
+    outputs.elasticsearch); a CA file from OTSENTRY_KIBANA_CA_FILE (likewise). Exit codes: 0 every
+    object imported; 1 Kibana unreachable, refusing, or an object failed; 2 usage error.
     """
     from otsentry import kibana
 
@@ -61,7 +67,7 @@ def setup(
         error("--url is required (or OTSENTRY_KIBANA_URL)")
         raise typer.Exit(2)
     try:
-        auth = kibana.KibanaAuth.from_env()
+        auth = kibana.KibanaAuth.from_env(config=_cluster_config(config))
         result = kibana.import_objects(url, auth=auth, space=space)
     except kibana.KibanaUsageError as exc:
         error(exc)
@@ -78,3 +84,16 @@ def setup(
         console.print(lines[-1], soft_wrap=True, style=None if result.ok else "red")
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _cluster_config(path: Path | None) -> ClusterConfig | None:
+    """The config file's ``outputs.elasticsearch`` section; a bad file exits with code 2."""
+    if path is None:
+        return None
+    from otsentry.config import ConfigError, load_config
+
+    try:
+        return load_config(path).outputs.elasticsearch
+    except ConfigError as exc:
+        error(exc)
+        raise typer.Exit(2) from None
