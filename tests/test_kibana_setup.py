@@ -447,17 +447,23 @@ def test_tls_is_verified_and_the_ca_file_comes_from_the_environment(
 # --- a real Kibana (opt-in) ---------------------------------------------------------------------
 
 REAL_KIBANA = os.environ.get("OTSENTRY_TEST_KIBANA_URL")
+#: the credentials the sensor would read, kept before the other tests' clean environment
+REAL_ENV = {
+    k: v for k, v in os.environ.items() if k.startswith(("OTSENTRY_KIBANA_", "OTSENTRY_ES_"))
+}
 
 
-@pytest.mark.skipif(not REAL_KIBANA, reason="OTSENTRY_TEST_KIBANA_URL is not set")
+@pytest.mark.skipif(
+    not REAL_KIBANA,
+    reason="set OTSENTRY_TEST_KIBANA_URL (and OTSENTRY_KIBANA_* or OTSENTRY_ES_* credentials)",
+)
 def test_real_kibana_import_is_complete_and_repeatable() -> None:
-    """Imports twice (the second overwrites), then reads every object back."""
+    """Imports twice (the second overwrites), then reads every object back. Credentials and CA
+    file come from the variables ``otsentry kibana setup`` reads."""
     import urllib3
 
     assert REAL_KIBANA is not None
-    env = {k: v for k, v in os.environ.items() if k.startswith("OTSENTRY_TEST_KIBANA_")}
-    environ = {k.replace("OTSENTRY_TEST_KIBANA_", "OTSENTRY_KIBANA_"): v for k, v in env.items()}
-    auth = kibana.KibanaAuth.from_env(environ)
+    auth = kibana.KibanaAuth.from_env(REAL_ENV)
     for _ in range(2):
         result = kibana.import_objects(REAL_KIBANA, auth=auth)
         assert result.ok, result.errors
