@@ -46,6 +46,8 @@ def test_wheel_installs_and_replays_from_another_directory(tmp_path: Path) -> No
     ).stdout
     assert "otsentry/dissectors/__init__.py" in names
     assert "otsentry/rules/__init__.py" in names
+    assert "otsentry/data/kibana.ndjson" in names
+    assert "otsentry/data/attack_ics.json" in names
     assert not any(line.startswith(("dissectors/", "rules/")) for line in names.split())
 
     env_dir = tmp_path / "venv"
