@@ -656,14 +656,15 @@ def mapped_fields(
     return dict(sorted(out.items()))
 
 
-def settings(flavour: Flavour = "elasticsearch", *, data_streams: bool = True) -> dict[str, Any]:
-    """The ``settings`` of ``otsentry@settings``. The ILM policy is named only for data streams:
-    a plain index has nothing to roll over to (OpenSearch's ISM attaches itself)."""
+def settings(flavour: Flavour = "elasticsearch", *, lifecycle: bool = True) -> dict[str, Any]:
+    """The ``settings`` of ``otsentry@settings``. ``lifecycle``: name the ILM policy
+    (Elasticsearch with data streams and ILM; a plain index has nothing to roll over to, and
+    OpenSearch's ISM policy attaches itself through its ``ism_template``)."""
     out: dict[str, Any] = {
         "index.mapping.ignore_malformed": True,
         "index.mapping.total_fields.limit": TOTAL_FIELDS_LIMIT,
     }
-    if flavour == "elasticsearch" and data_streams:
+    if flavour == "elasticsearch" and lifecycle:
         out["index.lifecycle.name"] = POLICY_NAME
     return out
 
@@ -681,16 +682,17 @@ def _with_meta(body: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def component_templates(
-    flavour: Flavour = "elasticsearch", *, data_streams: bool = True, flat_object: bool = True
+    flavour: Flavour = "elasticsearch", *, lifecycle: bool = True, flat_object: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """``otsentry@mappings`` and ``otsentry@settings``: name → request body."""
+    """``otsentry@mappings`` and ``otsentry@settings``: name → request body (``lifecycle`` and
+    ``flat_object`` as for ``settings`` and ``mappings``)."""
     return {
         MAPPINGS_COMPONENT: _with_meta(
             {"template": {"mappings": mappings(flavour, flat_object=flat_object)}},
             "otsentry: ECS mapping of alerts, protocol events, assets and stats",
         ),
         SETTINGS_COMPONENT: _with_meta(
-            {"template": {"settings": settings(flavour, data_streams=data_streams)}},
+            {"template": {"settings": settings(flavour, lifecycle=lifecycle)}},
             "otsentry: index settings (lifecycle, malformed values, field limit)",
         ),
     }
