@@ -730,14 +730,11 @@ def index_templates(
         custom = custom_template_name(dataset)
         composed: list[str] = []
         optional: list[str] = []
-        if flavour == "elasticsearch":
-            stack = _stack_components(kind, data_streams)
+        if flavour == "elasticsearch":  # ECS dynamic rules first: they name fields we do not
+            stack = [*_stack_components(kind, data_streams), "ecs@mappings"]
             composed += stack
-            optional += [*stack, "ecs@mappings", custom]
-        composed += [MAPPINGS_COMPONENT, SETTINGS_COMPONENT]
-        if flavour == "elasticsearch":
-            composed.append("ecs@mappings")
-        composed.append(custom)
+            optional += [*stack, custom]
+        composed += [MAPPINGS_COMPONENT, SETTINGS_COMPONENT, custom]
         body: dict[str, Any] = {
             "index_patterns": [f"{name}-*"],
             "priority": PRIORITY,
