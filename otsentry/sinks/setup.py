@@ -481,14 +481,18 @@ def _os_privileges(client: ClusterClient) -> Check:
 def _templates_check(
     client: ClusterClient, data_streams: bool, flat_object: bool
 ) -> tuple[Check, bool]:
-    """Whether every template setup installs is there and current. Missing ones are a warning:
-    the sink still writes (Elasticsearch's built-in ``logs`` template takes the documents), but
-    with the wrong field types. The flag: whether any is missing."""
+    """Whether every template (and the lifecycle policy) setup installs is there and current.
+    Missing ones are a warning: the sink still writes (Elasticsearch's built-in ``logs``
+    template takes the documents), but with the wrong field types. The flag: whether a
+    template is missing."""
     missing: list[str] = []
     outdated: list[str] = []
     lifecycle = data_streams
-    if data_streams and client.kind == "elasticsearch":  # no ILM: the settings do not name it
-        lifecycle = read_installed(client, policy_request(client.kind)).state != "unavailable"
+    if data_streams:  # without ILM/ISM there is no policy, and the settings do not name it
+        policy = read_installed(client, policy_request(client.kind))
+        lifecycle = policy.state != "unavailable"
+        if policy.state in ("missing", "outdated"):
+            (missing if policy.state == "missing" else outdated).append(f"policy {POLICY_NAME}")
     wanted = template_requests(
         client.kind, data_streams=data_streams, lifecycle=lifecycle, flat_object=flat_object
     )
@@ -500,7 +504,7 @@ def _templates_check(
             outdated.append(req.name)
     if missing:
         detail = f"missing {', '.join(missing)}: run otsentry es setup"
-        return Check("templates", Status.WARN, detail), True
+        return Check("templates", Status.WARN, detail), missing != [f"policy {POLICY_NAME}"]
     if outdated:
         detail = f"outdated {', '.join(outdated)}: run otsentry es setup"
         return Check("templates", Status.WARN, detail), False
