@@ -106,8 +106,8 @@ class Detector:
         ts = env.ts
         if ts > self._last_ts:
             self._last_ts = ts
-        if ts >= self._next_tick:
-            self.tick(ts)
+        # alerts whose windows the tick closed go out with this event's
+        ready = self.tick(ts) if ts >= self._next_tick else None
         baseline = self.baselines.get(env.conn.segment)
         if baseline is None:
             stats.events_without_baseline += 1
@@ -119,7 +119,7 @@ class Detector:
                 if found:
                     for dev in found:
                         self._add(dev, baseline, ts)
-        return self._take()
+        return ready + self._take() if ready else self._take()
 
     def tick(self, ts: int) -> list[Alert]:
         """Time-based checks and closing windows at packet time ``ts``."""
