@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 from otsentry.config import ClusterConfig, Config, ConfigError
 from otsentry.sinks.urls import display_url, url_problem
 
@@ -204,8 +206,10 @@ def connect(settings: ClusterSettings, *, node_class: Any = None) -> ClusterClie
 
 def _elasticsearch(settings: ClusterSettings, node_class: Any) -> Any:
     from elasticsearch import Elasticsearch
+    from elasticsearch.serializer import OrjsonSerializer
 
     kwargs: dict[str, Any] = {
+        "serializer": OrjsonSerializer(),  # bulk action lines and answers: ~5x json's speed
         "max_retries": 0,
         "retry_on_timeout": False,
         "request_timeout": settings.request_timeout,
@@ -228,8 +232,21 @@ def _elasticsearch(settings: ClusterSettings, node_class: Any) -> Any:
 
 def _opensearch(settings: ClusterSettings) -> Any:
     from opensearchpy import OpenSearch
+    from opensearchpy.serializer import JSONSerializer
+
+    class OrjsonSerializer(JSONSerializer):
+        """opensearch-py's JSON serializer on orjson (bulk action lines and answers)."""
+
+        def loads(self, s: str | bytes) -> Any:
+            return orjson.loads(s)
+
+        def dumps(self, data: Any) -> Any:
+            if isinstance(data, str | bytes):
+                return data
+            return orjson.dumps(data, default=self.default).decode()
 
     kwargs: dict[str, Any] = {
+        "serializer": OrjsonSerializer(),
         "max_retries": 0,
         "retry_on_timeout": False,
         "timeout": settings.request_timeout,

@@ -39,6 +39,8 @@ RETRYABLE_4XX = frozenset({401, 403, 404, 408, 413, 429})
 
 _STOP = object()
 _LOGGED_REJECTIONS = 5
+#: at close, the longest wait for one more try at a cluster that just failed
+_CLOSE_RETRY = 1.0
 
 
 def classify(status: int) -> str:
@@ -172,7 +174,10 @@ class ClusterSink:
                 item = self._next()
                 if item is _STOP:
                     # one more chance for a cluster that failed a moment ago, then stop
-                    wait = min(self._down_until, self._deadline) - self._clock()
+                    wait = (
+                        min(self._down_until, self._deadline, self._clock() + _CLOSE_RETRY)
+                        - self._clock()
+                    )
                     if wait > 0:
                         time.sleep(wait)
                         self._down_until = 0.0

@@ -97,6 +97,8 @@ class Spool:
         self.spooled = 0
         self.rejected = 0
         self._writer: dict[str, tuple[str, IO[bytes]]] = {}
+        #: bytes written to each stream's open segment (no tell(): it costs a syscall)
+        self._written: dict[str, int] = {}
         self._scan()
 
     # -- opening -----------------------------------------------------------------------------
@@ -168,23 +170,35 @@ class Spool:
     def append(self, items: Iterable[SpoolItem]) -> int:
         """Queue ``items`` at the end of their streams; returns how many were dropped."""
         dropped = 0
-        touched: set[str] = set()
+        # one write per stream and call: every syscall releases the GIL, and getting it back
+        # from a busy pipeline thread can take a whole switch interval
+        chunks: dict[str, list[bytes]] = {}
         for item in items:
             record = orjson.dumps({"create": {"_index": item.index, "_id": item.doc_id}})
             record += b"\n" + item.source + b"\n"
-            if not self._room_for(len(record)):
-                dropped += 1
-                continue
-            f = self._segment_for(item.index, len(record))
-            f.write(record)
+            if self._bytes + len(record) > self.config.max_bytes:
+                for stream, records in chunks.items():  # on disk before segments may go
+                    self._write(stream, records)
+                    records.clear()
+                if not self._room_for(len(record)):
+                    dropped += 1
+                    continue
+            stream = item.index
+            if self._segment_full(stream, len(record)):
+                self._write(stream, chunks.pop(stream, None))
+                self._new_segment(stream)
+            chunks.setdefault(stream, []).append(record)
+            self._written[stream] += len(record)
             self._bytes += len(record)
-            self._pending[item.index] = self._pending.get(item.index, 0) + 1
+            self._pending[stream] = self._pending.get(stream, 0) + 1
             self.spooled += 1
-            touched.add(item.index)
-        for stream in touched:
-            f = self._writer[stream][1]
-            f.flush()
-            os.fsync(f.fileno())
+        for stream, records in chunks.items():
+            self._write(stream, records)
+        for stream in chunks:
+            writer = self._writer.get(stream)
+            if writer is not None:
+                writer[1].flush()
+                os.fsync(writer[1].fileno())
         if dropped:
             self.dropped += dropped
             log.warning("spool full (%d bytes): %d new documents dropped", self._bytes, dropped)
@@ -233,11 +247,20 @@ class Spool:
             f.seek(start)
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) // 2
 
-    def _segment_for(self, stream: str, size: int) -> IO[bytes]:
+    def _segment_full(self, stream: str, size: int) -> bool:
+        """Whether a record of ``size`` bytes needs a new segment (or there is none open)."""
+        return stream not in self._writer or (
+            self._written[stream] > 0 and self._written[stream] + size > self.config.segment_bytes
+        )
+
+    def _write(self, stream: str, records: list[bytes] | None) -> None:
+        writer = self._writer.get(stream)
+        if records and writer is not None:
+            writer[1].write(b"".join(records))
+
+    def _new_segment(self, stream: str) -> None:
         writer = self._writer.get(stream)
         segments = self._segments.setdefault(stream, [])
-        if writer is not None and writer[1].tell() + size <= self.config.segment_bytes:
-            return writer[1]
         if writer is not None:
             writer[1].close()
         d = self.root / stream
@@ -247,7 +270,7 @@ class Spool:
         f = open(d / name, "ab")  # noqa: SIM115 - kept open while the segment fills
         segments.append(name)
         self._writer[stream] = (name, f)
-        return f
+        self._written[stream] = 0
 
     def reject(self, item: SpoolItem, reason: str) -> None:
         """Keep a document the cluster refused for good, with the reason, in ``rejected.ndjson``."""
