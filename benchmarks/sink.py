@@ -93,7 +93,7 @@ def _replay(capture: Path, out: Path, *extra: str) -> tuple[Measurement, dict[st
             "-q",
             "--json",
             *extra,
-        ]  # fmt: skip
+        ]
     )
     return run, json.loads(run.stdout)
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--opensearch",
                     f"http://127.0.0.1:{port}",
                     "--json",
-                ]  # fmt: skip
+                ]
             )
             rows.append(("spool drain (instant)", drain, json.loads(drain.stdout)["sent"]))
             if args.osmem:
