@@ -213,7 +213,6 @@ def _elasticsearch(settings: ClusterSettings, node_class: Any) -> Any:
         "max_retries": 0,
         "retry_on_timeout": False,
         "request_timeout": settings.request_timeout,
-        "verify_certs": settings.verify_certs,
     }
     if node_class is not None:
         kwargs["node_class"] = node_class
@@ -221,13 +220,7 @@ def _elasticsearch(settings: ClusterSettings, node_class: Any) -> Any:
         kwargs["api_key"] = settings.api_key
     elif settings.username is not None:
         kwargs["basic_auth"] = (settings.username, settings.password or "")
-    if settings.ca_file is not None:
-        kwargs["ca_certs"] = str(settings.ca_file)
-    if settings.fingerprint:
-        kwargs["ssl_assert_fingerprint"] = settings.fingerprint
-    if not settings.verify_certs:
-        kwargs["ssl_show_warn"] = False
-    return Elasticsearch(list(settings.hosts), **kwargs)
+    return Elasticsearch(list(settings.hosts), **kwargs, **_tls(settings))
 
 
 def _opensearch(settings: ClusterSettings) -> Any:
@@ -250,17 +243,22 @@ def _opensearch(settings: ClusterSettings) -> Any:
         "max_retries": 0,
         "retry_on_timeout": False,
         "timeout": settings.request_timeout,
-        "verify_certs": settings.verify_certs,
     }
     if settings.username is not None:
         kwargs["http_auth"] = (settings.username, settings.password or "")
+    return OpenSearch(list(settings.hosts), **kwargs, **_tls(settings))
+
+
+def _tls(settings: ClusterSettings) -> dict[str, Any]:
+    """The TLS options both clients take under the same names."""
+    options: dict[str, Any] = {"verify_certs": settings.verify_certs}
     if settings.ca_file is not None:
-        kwargs["ca_certs"] = str(settings.ca_file)
+        options["ca_certs"] = str(settings.ca_file)
     if settings.fingerprint:
-        kwargs["ssl_assert_fingerprint"] = settings.fingerprint
+        options["ssl_assert_fingerprint"] = settings.fingerprint
     if not settings.verify_certs:
-        kwargs["ssl_show_warn"] = False
-    return OpenSearch(list(settings.hosts), **kwargs)
+        options["ssl_show_warn"] = False
+    return options
 
 
 _TLS = re.compile(r"(certificate verify failed[^()\[\]'\"]*|Fingerprints did not match[^'\"]*)")
