@@ -703,3 +703,10 @@ def test_compose_config_file_loads_and_names_the_cluster(compose: dict[str, Any]
         assert config.outputs.elasticsearch.url == command[command.index("--es") + 1]
     assert str(config.outputs.dir) == replay[replay.index("--out") + 1]
     assert kibana_setup[kibana_setup.index("--url") + 1] == "http://kibana:5601"
+
+
+def test_kibana_folder_links_to_the_packaged_objects() -> None:
+    link = ROOT / "kibana" / "otsentry.ndjson"
+    assert link.is_symlink()
+    assert link.resolve() == (ROOT / "otsentry" / "data" / "kibana.ndjson").resolve()
+    assert link.read_bytes().count(b"\n") >= 15
