@@ -317,8 +317,11 @@ class ClusterSink:
                     self.stats.resent += 1
         except Exception as exc:  # connection refused/reset, timeouts, whole-request errors
             self._mark_down(describe_error(exc))
-            for waiting in pending.values():
+        # whatever got no answer (the request failed, or an answer left items out) is kept
+        for waiting in pending.values():
+            if waiting:
                 keep.update(id(item) for item in waiting)
+                self.stats.last_error = self.stats.last_error or "documents left unanswered"
         if keep and not self._down():
             self._mark_down(self.stats.last_error or "documents not accepted")
         return [item for item in order if id(item) in keep]

@@ -4,6 +4,8 @@ happens on the way, every document ends up in the cluster exactly once."""
 from __future__ import annotations
 
 import dataclasses
+import http.server
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -284,3 +286,45 @@ def test_full_spool_drops_and_counts(
     assert stats["spool"]["dropped"] > 0
     assert stats["spool"]["documents"] + stats["spool"]["dropped"] == 200
     assert stats["spool"]["bytes"] <= 16384
+
+
+class _ForgetfulBulk(http.server.BaseHTTPRequestHandler):
+    """Answers the first bulk request for its first half only, as if the rest had not been
+    seen; later requests in full."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    requests = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        ids = [orjson.loads(line)["create"]["_id"] for line in body.splitlines()[::2] if line]
+        _ForgetfulBulk.requests += 1
+        answered = ids[: len(ids) // 2] if _ForgetfulBulk.requests == 1 else ids
+        items = [{"create": {"_id": i, "status": 201}} for i in answered]
+        data = orjson.dumps({"errors": False, "items": items})
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_items_an_answer_leaves_out_are_kept(make_sink: Callable[..., ClusterSink]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForgetfulBulk)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink = make_sink("opensearch", f"http://127.0.0.1:{server.server_address[1]}")
+        write(sink, [alert(n) for n in range(100)])
+        sink.flush()
+        assert wait_for(lambda: sink.as_dict()["sent"] == 100)
+        sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    stats = sink.as_dict()
+    assert (stats["spooled"], stats["resent"], stats["spool"]["documents"]) == (50, 50, 0)
+    assert stats["last_error"] == "documents left unanswered"
