@@ -11,8 +11,8 @@ captures unless ``--file`` names one):
   serialisation, the client library, HTTP;
 - ``cluster down (spool)``: ``--opensearch`` at a closed port — everything goes to the spool;
 - ``spool drain (instant)``: ``otsentry spool drain`` of that spool into the instant endpoint;
-- with ``--osmem``, ``cluster (osmem)``: the in-memory test server, which indexes for real (and
-  is itself the bottleneck; for comparison only).
+- with ``--osmem``, ``cluster (osmem)``: the in-memory test server, templates installed by
+  ``otsentry es setup``, which indexes for real (and is itself the bottleneck; for comparison).
 
 Documents per second count every document sent (events, alerts, assets, stats).
 """
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 from osmem_server import OsmemServer
 
                 with OsmemServer.start(freeze=False, japanese=False) as osmem:
+                    setup = [sys.executable, "-m", "otsentry", "es", "setup", "--opensearch"]
+                    subprocess.run([*setup, osmem.url, "--no-data-streams"], check=True)
                     run, stats = _replay(capture, base / "osmem", "--opensearch", osmem.url)
                     rows.append(("cluster (osmem)", run, stats["outputs"]["opensearch"]["sent"]))
     finally:
