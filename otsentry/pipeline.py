@@ -8,6 +8,7 @@ matching, flows ending, alert windows, stats) happens far less often than packet
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -188,6 +189,9 @@ class Pipeline:
         self._running = False
         self._started = time.perf_counter()
         self._finished: dict[str, Any] | None = None
+        #: adds what the pipeline does not know to every stats snapshot (the live sensor's
+        #: capture counters and its own state)
+        self.stats_extra: Callable[[dict[str, Any]], None] | None = None
 
     @staticmethod
     def _streams(config: Config) -> list[Stream]:
@@ -267,6 +271,24 @@ class Pipeline:
         with the alert windows and flushed at the end; its stats go to ``detection.baseline``."""
         self.baseline = detector
         self.event_hooks.append(detector)
+
+    def replace_rules(self, engine: Matcher | None) -> None:
+        """Match events against ``engine`` from now on (a SIGHUP reload). Flows, assets, alert
+        windows and counters stay; the old engine's correlation windows go with it."""
+        self.engine = engine
+        self._match = engine.match if engine is not None else None
+
+    def replace_baseline(self, detector: BaselineDetector | None) -> None:
+        """Check events against ``detector`` from now on (a SIGHUP reload): the old detector's
+        open windows are closed and their alerts written first."""
+        old = self.baseline
+        if old is not None:
+            for alert in old.flush(self.counters.last_ts):
+                self.on_alert(alert)
+            self.event_hooks.remove(old)
+        self.baseline = None
+        if detector is not None:
+            self.use_baseline(detector)
 
     def _packet_no(self) -> int:
         """The number of the packet being processed (the last one outside ``run``)."""
@@ -367,20 +389,43 @@ class Pipeline:
             doc = asset_doc(asset, self.observer, self.ids)
             for sink in self.sinks:
                 sink.write(Stream.ASSETS, doc)
-        stats_sinks = [s for s in self.sinks if s.wants(Stream.STATS)]
-        if stats_sinks:
-            doc = stats_doc(self.stats(), self.observer, self.ids, end_ts)
-            for sink in stats_sinks:
-                sink.write(Stream.STATS, doc)
+        if any(s.wants(Stream.STATS) for s in self.sinks):
+            self.send_stats(self.stats())
         for sink in self.sinks:
             sink.close()
         stats = self.stats()
-        (self.out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        self.write_stats(stats)
         self._finished = stats
         return stats
 
+    def flush(self) -> None:
+        """Push what the sinks hold out (files to disk, partial batches to the clusters)."""
+        for sink in self.sinks:
+            sink.flush()
+
+    def write_stats(self, stats: dict[str, Any]) -> None:
+        """``stats.json`` in the output directory, replaced atomically (readers never see half)."""
+        path = self.out_dir / "stats.json"
+        tmp = path.with_name(".stats.json.tmp")
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def send_stats(self, stats: dict[str, Any]) -> None:
+        """A stats document to the sinks that take them (the clusters' metrics stream)."""
+        ts = self.counters.last_ts if self.counters.last_ts is not None else time.time_ns()
+        doc = stats_doc(stats, self.observer, self.ids, ts)
+        for sink in self.sinks:
+            if sink.wants(Stream.STATS):
+                sink.write(Stream.STATS, doc)
+
     def stats(self) -> dict[str, Any]:
         """Counters of the run so far (the content of ``stats.json``)."""
+        stats = self._stats()
+        if self.stats_extra is not None:
+            self.stats_extra(stats)
+        return stats
+
+    def _stats(self) -> dict[str, Any]:
         c = self.counters
         seconds = time.perf_counter() - self._started
         table = self.table

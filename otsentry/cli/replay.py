@@ -76,7 +76,7 @@ def replay(
     paths = capture_paths(pcaps)
     from otsentry.detect.loader import RuleError  # with the rule engine, only when replaying
 
-    sinks = _cluster_sinks(cfg, out_dir, es, opensearch)
+    sinks = cluster_sinks(cfg, out_dir, es, opensearch)
     try:
         try:
             pipeline = Pipeline(
@@ -113,7 +113,7 @@ def replay(
         raise typer.Exit(1)
 
 
-def _cluster_sinks(
+def cluster_sinks(
     cfg: Config, out_dir: Path, es: str | None, opensearch: str | None
 ) -> list[ClusterSink]:
     """The cluster sinks asked for; unusable settings or a spool in use exit with code 2."""
