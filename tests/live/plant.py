@@ -8,8 +8,9 @@ mirrored with tc to a veth whose peer sits alone in a sensor namespace.
 
 (u32 matching every frame stands in for matchall in kernels built without cls_matchall.)
 With ``sender=True`` a fourth namespace holds ``send0``, whose peer ``feed0`` in the HMI
-namespace is mirrored the same way (ingress): what a sender replays into ``send0`` reaches
-``span0`` like mirrored plant traffic, without touching the PLC link.
+namespace is redirected (``mirred egress redirect``) to mirror0: what a sender replays into
+``send0`` reaches ``span0`` like mirrored plant traffic, and nothing else (not the HMI's stack,
+not the PLC link).
 
 Every namespace is named ``ots-lp-<pid>-<n>-<role>`` (n counts the plants of a process). IPv6 is
 off in each (no router solicitations or DAD on the mirror), and offloads are off on every veth
@@ -147,11 +148,13 @@ def unavailable() -> str | None:
     return None
 
 
-def mirror_filter(ns: str, iface: str, direction: str, target: str) -> str:
+def mirror_filter(ns: str, iface: str, direction: str, target: str, *, only: bool = False) -> str:
     """``tc filter add dev IFACE DIRECTION <match all> action mirred egress mirror dev TARGET``
-    in namespace ns; the classifier is matchall, or u32 matching every frame in kernels built
-    without cls_matchall. Returns the classifier used."""
-    action = ["action", "mirred", "egress", "mirror", "dev", target]
+    in namespace ns (``redirect`` instead of ``mirror`` when only is set: the frame goes to
+    TARGET and nowhere else); the classifier is matchall, or u32 matching every frame in kernels
+    built without cls_matchall. Returns the classifier used."""
+    how = "redirect" if only else "mirror"
+    action = ["action", "mirred", "egress", how, "dev", target]
     tc = ["tc", "filter", "add", "dev", iface, direction, "protocol", "all"]
     errors = []
     for classifier in MATCH_ALL:
@@ -226,11 +229,12 @@ class Plant:
             if match is None or match.group(1) != "off":
                 raise PlantError(f"{ns}/{iface}: {feature} is not off")
 
-    def _mirror(self, iface: str, directions: tuple[str, ...]) -> None:
-        """Mirror what crosses iface (in the HMI namespace) to mirror0."""
+    def _mirror(self, iface: str, directions: tuple[str, ...], *, only: bool = False) -> None:
+        """Mirror what crosses iface (in the HMI namespace) to mirror0 (redirect it there when
+        only is set)."""
         run(netns(self.hmi, ["tc", "qdisc", "add", "dev", iface, "clsact"]))
         for direction in directions:
-            self.classifier = mirror_filter(self.hmi, iface, direction, MIRROR_IF)
+            self.classifier = mirror_filter(self.hmi, iface, direction, MIRROR_IF, only=only)
 
     def build(self) -> None:
         """Create the namespaces, the links and the mirror."""
@@ -247,7 +251,8 @@ class Plant:
         self._mirror(HMI_IF, ("ingress", "egress"))
         if self.send:
             self._veth(self.send, SEND_IF, self.hmi, FEED_IF)
-            self._mirror(FEED_IF, ("ingress",))
+            run(["ip", "-n", self.hmi, "link", "set", FEED_IF, "arp", "off"])
+            self._mirror(FEED_IF, ("ingress",), only=True)
 
     def teardown(self) -> None:
         """Kill what runs in the plant's namespaces and delete them (idempotent)."""
