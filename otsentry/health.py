@@ -253,9 +253,9 @@ def _capture(stats: Mapping[str, Any]) -> Table | None:
         label = escape(str(name))
         table.add_row(f"{label} received", _n(_get(counters, "received")))
         table.add_row(f"{label} dropped", _attention(_int(_get(counters, "dropped"))))
-        freeze = _int(_get(counters, "freeze_queue"))
+        freeze = _int(_get(counters, "freeze_queue"))  # times the kernel ring filled up
         if freeze:
-            table.add_row(f"{label} freeze drops", _attention(freeze))
+            table.add_row(f"{label} ring full", _attention(freeze, f"{freeze:,} times"))
     if interfaces or "kernel_drops" in capture:
         table.add_row("kernel drops", _attention(_kernel_drops(stats)))
     if "filter" in capture:

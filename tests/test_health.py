@@ -62,7 +62,7 @@ def live(stats: dict[str, Any], drops: int = 12, state: str = "running") -> dict
         "files": [],
         "errors": [],
         "interfaces": {
-            "eth1": {"received": 120_000, "dropped": drops, "freeze_queue": 0},
+            "eth1": {"received": 120_000, "dropped": drops, "freeze_queue": 3 if drops else 0},
             "eth2": {"received": 3_456, "dropped": 0, "freeze_queue": 0},
         },
         "kernel_drops": drops,
@@ -169,7 +169,9 @@ def test_live_sections_render(replayed: dict[str, Any]) -> None:
     assert row(text, "rate") == "12.0 Mbit/s"
     assert row(text, "eth1 received") == "120,000"
     assert row(text, "eth1 dropped") == "12 !"
+    assert row(text, "eth1 ring full") == "3 times !"
     assert row(text, "eth2 dropped") == "0"
+    assert "eth2 ring full" not in text
     assert row(text, "kernel drops") == "12 !"
     assert row(text, "filter") == "tcp port 502 or vlan"
     assert row(text, "queue") == "17 (high water 2,048)"
@@ -292,7 +294,7 @@ def test_summary_lines_for_logs(replayed: dict[str, Any]) -> None:
     assert fields(lines, "interface eth1") == {
         "received": "120000",
         "dropped": "12",
-        "freeze_queue": "0",
+        "freeze_queue": "3",
     }
     assert fields(lines, "protocols")["modbus_pdus"] == str(replayed["pdus"]["modbus"])
     alerts = fields(lines, "alerts")
