@@ -9,10 +9,12 @@ would otherwise be seen twice. See docs/live-capture.md.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import pwd
 import select
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -87,6 +89,7 @@ class _Ring:
     def _setup(self, options: LiveOptions, fanout_group: int | None) -> None:
         sock, name = self.sock, self.interface
         index, hwtype = afpacket.interface_info(sock, name)
+        self.index = index
         if hwtype == afpacket.ARPHRD_LOOPBACK:  # else each packet comes twice, out and back in
             afpacket.ignore_outgoing(sock)
         if options.bpf is not None or options.snaplen < 65535:
@@ -152,6 +155,23 @@ class _Ring:
             self.block = (self.block + 1) % self.block_count
         return count
 
+    def check_error(self) -> None:
+        """Clear the socket's pending error (poll would report it forever otherwise).
+
+        The kernel reports ENETDOWN when the interface goes down, and resumes by itself when it
+        comes back up; an interface that was removed leaves the socket unbound for good, which
+        raises ``LiveCaptureError``.
+        """
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code != errno.ENETDOWN:
+            return
+        try:
+            index = afpacket.interface_info(self.sock, self.interface)[0]
+        except LiveCaptureError:
+            index = -1
+        if index != self.index:
+            raise LiveCaptureError(f"interface {self.interface} was removed while capturing")
+
     def stats(self) -> dict[str, int]:
         """Cumulative kernel counters (the kernel resets its own on every read)."""
         if self.sock.fileno() >= 0:
@@ -186,14 +206,17 @@ class LiveCapture:
             self.close()
             raise
         self._poll = select.poll()
-        for ring in self._rings:
-            self._poll.register(ring.sock.fileno(), select.POLLIN | select.POLLERR)
+        self._by_fd = {ring.sock.fileno(): ring for ring in self._rings}
+        for fd in self._by_fd:
+            self._poll.register(fd, select.POLLIN)
         self._next = 0  # ring read first next time, so that a busy interface cannot starve one
 
     def read(self, max_frames: int = 4096, timeout: float = 0.2) -> list[Frame]:
         """Up to ``max_frames`` frames; waits at most ``timeout`` seconds if none are ready.
 
-        Returns ``[]`` when the wait ends with nothing, or once the capture is closed.
+        Returns ``[]`` when the wait ends with nothing, or once the capture is closed. An
+        interface that goes down and up again is read on; one that is removed raises
+        ``LiveCaptureError``.
         """
         out: list[Frame] = []
         if not self._rings:
@@ -206,7 +229,9 @@ class LiveCapture:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return out
-            self._poll.poll(max(1, int(remaining * 1000)))
+            for fd, events in self._poll.poll(max(1, int(remaining * 1000))):
+                if events & select.POLLERR:
+                    self._by_fd[fd].check_error()
             self._drain(out, max_frames)
             if out:
                 return out
@@ -238,6 +263,7 @@ class LiveCapture:
         for ring in self._rings:
             ring.close()
         self._rings = []
+        self._by_fd = {}
 
     def __enter__(self) -> Self:
         return self
