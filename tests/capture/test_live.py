@@ -451,6 +451,32 @@ def test_read_waits_at_most_the_timeout(net: Netns) -> None:
     assert cap.read() == []  # closed: nothing, at once
 
 
+def test_capture_goes_on_after_the_link_flaps(net: Netns) -> None:
+    token = os.urandom(8)
+    sender = raw_sender(net.peer, "lcp0")
+    with open_live(net, "lcs0") as cap:
+        run("ip", "-n", net.sensor, "link", "set", "lcs0", "down")
+        cpu = time.process_time()
+        assert cap.read(timeout=0.3) == []
+        assert time.process_time() - cpu < 0.15  # the reported ENETDOWN is not spun on
+        run("ip", "-n", net.sensor, "link", "set", "lcs0", "up")
+        sender.send(marked_frame(token, 0))
+        got = collect(cap, 1, has_token(token))
+    sender.close()
+    assert [data for _, _, data in got] == [marked_frame(token, 0)]
+
+
+def test_a_removed_interface_ends_the_capture_with_an_error(net: Netns) -> None:
+    net.link("lcp9", "lcs9")
+    cap = open_live(net, "lcs9")
+    try:
+        run("ip", "-n", net.sensor, "link", "del", "lcs9")
+        with pytest.raises(LiveCaptureError, match=r"^interface lcs9 was removed while capturing$"):
+            cap.read(timeout=1)
+    finally:
+        cap.close()
+
+
 def test_missing_interface_is_named(net: Netns) -> None:
     with pytest.raises(LiveCaptureError, match=r"^interface lcnope0 does not exist$"):
         open_live(net, "lcs0", "lcnope0")
