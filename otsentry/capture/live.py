@@ -79,6 +79,7 @@ class _Ring:
         except BaseException:
             self.close()
             raise
+        self.snaplen = options.snaplen
         self.block_size = options.block_size
         self.block_count = options.block_count
         self.block = 0  # block being read or waited for
@@ -143,7 +144,7 @@ class _Ring:
                 if not status & _TP_STATUS_VLAN_TPID_VALID:
                     tpid = _ETH_P_8021Q
                 data = mm[start : start + 12] + _VLAN_TAG.pack(tpid, tci)
-                data += mm[start + 12 : start + snap]
+                data += mm[start + 12 : start + min(snap, self.snaplen - 4)]
             else:
                 data = mm[start : start + snap]
             out.append((sec * 1_000_000_000 + nsec, LINKTYPE_ETHERNET, data))
