@@ -227,15 +227,16 @@ def test_bpf_keeps_only_matching_frames(net: Netns) -> None:
     assert stats["received"] == 10  # filtered out in the kernel: never counted
 
 
-def test_snaplen_cuts_frames(net: Netns) -> None:
+def test_snaplen_cuts_frames_tag_included(net: Netns) -> None:
     token = os.urandom(8)
     sender = raw_sender(net.peer, "lcp0")
-    frame = marked_frame(token, 0, size=600)
+    sent = [marked_frame(token, 0, size=600), tagged(marked_frame(token, 1, 600), (0x8100, 7))]
     with open_live(net, "lcs0", snaplen=100) as cap:
-        sender.send(frame)
-        got = collect(cap, 1, has_token(token))
+        for frame in sent:
+            sender.send(frame)
+        got = collect(cap, 2, has_token(token))
     sender.close()
-    assert [data for _, _, data in got] == [frame[:100]]
+    assert [data for _, _, data in got] == [frame[:100] for frame in sent]
 
 
 def test_bad_expression_is_refused_with_libpcaps_reason(net: Netns) -> None:
