@@ -394,6 +394,35 @@ def test_fanout_hash_keeps_both_directions_of_a_flow_together(net: Netns) -> Non
     assert {next(iter(m)) for m in seen.values()} == {0, 1}  # and both sockets had work
 
 
+def ip_fragments(token: bytes) -> list[bytes]:
+    """One UDP datagram from the peer to the sensor address in two IPv4 fragments."""
+    payload = struct.pack("!HHHH", 40000, 5999, 8 + 64, 0) + token * 8
+    eth = bytes(6) + SRC_MAC + b"\x08\x00"
+    frames = []
+    for offset, part, more in ((0, payload[:40], 0x2000), (40, payload[40:], 0)):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(part), 77, more | offset // 8, 64,
+                         17, 0, socket.inet_aton(PEER_IP), socket.inet_aton(SENSOR_IP))  # fmt: skip
+        total = sum(struct.unpack("!10H", ip))
+        checksum = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+        frames.append(eth + ip[:10] + struct.pack("!H", checksum) + ip[12:] + part)
+    return frames
+
+
+@pytest.mark.parametrize("fanout", [None, 0x7F00], ids=["alone", "fanout"])
+def test_fragments_are_reassembled_only_for_fanout(net: Netns, fanout: int | None) -> None:
+    token = os.urandom(8)
+    sender = raw_sender(net.peer, "lcp1")
+    with open_live(net, "lcs1", bpf="ip and udp or ip[6:2] & 0x1fff != 0", fanout_group=fanout) as cap:  # fmt: skip
+        for frame in ip_fragments(token):
+            sender.send(frame)
+        got = [data for _, _, data in drain(cap) if token in data]
+    sender.close()
+    if fanout is None:
+        assert got == ip_fragments(token)
+    else:
+        assert len(got) == 1 and got[0].endswith(token * 8)
+
+
 def test_unknown_fanout_mode_is_refused() -> None:
     with pytest.raises(LiveCaptureError, match="fanout mode 'rollover'"):
         LiveCapture(LiveOptions(("lo",), fanout_group=1, fanout_mode="rollover"))
