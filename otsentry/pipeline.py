@@ -129,10 +129,12 @@ class Pipeline:
         rules: Sequence[Path] = (),
         builtin_rules: bool | None = None,
         engine: Matcher | None = None,
+        append: bool = False,
     ) -> None:
         """``rules`` adds rule files or directories to the config's, ``builtin_rules`` overrides
         ``detection.builtin_rules``; ``engine`` replaces the engine they would build. A broken
-        rule file raises ``otsentry.detect.loader.RuleError``."""
+        rule file raises ``otsentry.detect.loader.RuleError``. ``append`` adds to existing NDJSON
+        files instead of starting them empty (the live sensor)."""
         self.config = config
         self.out_dir = out_dir
         self.registry = configured_registry(config, decode_as, registry)
@@ -143,7 +145,7 @@ class Pipeline:
         self.inventory = Inventory()
         #: actions that tell the inventory something about a host's role
         self.role_actions = self.inventory.ROLE_ACTIONS
-        self.ndjson = NdjsonSink(out_dir, self._streams(config))
+        self.ndjson = NdjsonSink(out_dir, self._streams(config), append=append)
         self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
         #: sinks that take protocol events (documents are built only for them)
         self.event_sinks = [s for s in self.sinks if s.wants(Stream.EVENTS)]

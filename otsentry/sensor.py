@@ -107,6 +107,7 @@ class Sensor:
             interface=options.interfaces[0] if options.interfaces else None,
             rules=options.rules,
             builtin_rules=options.builtin_rules,
+            append=True,
         )
         self.pipeline.stats_extra = self._add_live_stats
         if options.baseline is not None:

@@ -619,7 +619,7 @@ def env_example() -> dict[str, str]:
 
 def test_compose_services_and_volumes_exist(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"setup", "es01", "kibana", "otsentry"}
+    assert set(services) == {"setup", "es01", "kibana", "otsentry", "sensor"}
     declared = set(compose["volumes"])
     used = set()
     for name, svc in services.items():

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from otsentry import __version__
-from otsentry.cli import alerts, assets, dissect, es, kibana, replay, rules, spool
+from otsentry.cli import alerts, assets, dissect, es, kibana, replay, rules, sensor, spool, status
 from otsentry.cli import baseline as baseline_cli
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("replay")(replay.replay)
+app.command("sensor")(sensor.sensor)
+app.command("status")(status.status)
 app.command("dissect")(dissect.dissect)
 app.command("alerts")(alerts.alerts)
 app.command("assets")(assets.assets)

@@ -25,12 +25,18 @@ class NdjsonSink:
     kind", and they are flushed on ``flush``/``close`` so an interrupted run keeps its output.
     """
 
-    def __init__(self, out_dir: Path, streams: Iterable[Stream] = tuple(Stream)) -> None:
+    def __init__(
+        self, out_dir: Path, streams: Iterable[Stream] = tuple(Stream), *, append: bool = False
+    ) -> None:
+        """``append``: keep what the files hold and add to it (a sensor restarting keeps the
+        earlier run's documents); otherwise they start empty (a replay's output)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
+        mode = "ab" if append else "wb"
         self._files: dict[Stream, IO[bytes]] = {
-            s: open(out_dir / f"{s.value}.ndjson", "wb")  # noqa: SIM115
+            s: open(out_dir / f"{s.value}.ndjson", mode)  # noqa: SIM115
             for s in streams
+            if s is not Stream.STATS
         }
         self.counts: dict[Stream, int] = dict.fromkeys(self._files, 0)
 

@@ -1,0 +1,442 @@
+"""``otsentry sensor --workers N``: several capture processes sharing the traffic by flow.
+
+The supervisor opens N capture sockets in one PACKET_FANOUT group (the kernel's symmetric flow
+hash sends both directions of a flow to the same socket), drops privileges, and forks one worker
+per socket. Each worker runs the whole pipeline — decode, reassembly, dissectors, rules, baseline —
+on its share and sends its documents, as NDJSON lines, through a pipe to the supervisor. The
+supervisor is the only writer: one ``events.ndjson`` / ``alerts.ndjson`` / ``assets.ndjson`` in
+the output directory, one spool and one connection per cluster, and one ``stats.json`` summing the
+workers' counters. Assets seen by several workers are merged into one document per host at the
+end. Evidence pcaps stay in ``workers/<n>/evidence/`` (the alerts name that path).
+
+Baseline detection still works per segment: every worker checks its flows against the same
+baselines. Signals go to the supervisor, which passes SIGTERM/SIGINT and SIGHUP on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import selectors
+import signal
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from otsentry.config import Config
+from otsentry.ecs import DocumentIds, iso_time, observer_doc, stats_doc
+from otsentry.sinks.interface import Sink, Stream
+
+log = logging.getLogger("otsentry.workers")
+
+_HEADER = struct.Struct("<BI")
+_KIND = {Stream.EVENTS: 1, Stream.ALERTS: 2, Stream.ASSETS: 3, Stream.STATS: 4}
+_STREAM = {v: k for k, v in _KIND.items()}
+_FLUSH_BYTES = 1 << 16
+
+
+class PipeSink:
+    """A worker's only sink: documents as NDJSON lines, framed per stream, to the supervisor."""
+
+    def __init__(self, fd: int, streams: Iterable[Stream]) -> None:
+        self.fd = fd
+        self._streams = frozenset(streams) | {Stream.STATS}
+        self._buffers: dict[Stream, list[bytes]] = {s: [] for s in self._streams}
+        self._size = 0
+
+    def wants(self, stream: Stream) -> bool:
+        """The streams the supervisor writes somewhere."""
+        return stream in self._streams
+
+    def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
+        """Queue one document; a full buffer goes down the pipe."""
+        line = orjson.dumps(doc, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        self._buffers[stream].append(line)
+        self._size += len(line)
+        if self._size >= _FLUSH_BYTES or stream is not Stream.EVENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered line (blocks while the supervisor is behind)."""
+        for stream, lines in self._buffers.items():
+            if lines:
+                payload = b"".join(lines)
+                lines.clear()
+                _write_all(self.fd, _HEADER.pack(_KIND[stream], len(payload)) + payload)
+        self._size = 0
+
+    def close(self) -> None:
+        """Flush and close the pipe (the supervisor sees the end); again: nothing."""
+        if self.fd < 0:
+            return
+        self.flush()
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def run_workers(
+    config: Config,
+    out_dir: Path,
+    options: Any,
+    *,
+    es: str | None,
+    opensearch: str | None,
+    user: str | None,
+) -> int:
+    """Run ``options.workers`` sensors in one PACKET_FANOUT group; return the exit code."""
+    from otsentry.capture.live import LiveCapture, LiveCaptureError, LiveOptions, drop_privileges
+    from otsentry.cli.ui import error
+    from otsentry.sinks.factory import wanted_clusters
+
+    try:
+        clusters = wanted_clusters(config, es, opensearch)  # unusable settings: before any fork
+    except ValueError as exc:
+        error(exc)
+        return 2
+    group = os.getpid() & 0xFFFF
+    captures: list[Any] = []
+    try:
+        for _ in range(options.workers):
+            captures.append(
+                LiveCapture(
+                    LiveOptions(interfaces=options.interfaces, bpf=options.bpf, fanout_group=group)
+                )
+            )
+        if user:
+            drop_privileges(user)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (LiveCaptureError, OSError) as exc:
+        for capture in captures:
+            capture.close()
+        error(exc)
+        return 2
+    supervisor = Supervisor(config, out_dir, options, clusters)
+    children: list[tuple[int, int]] = []
+    for number, capture in enumerate(captures):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_fd)
+            for other in captures:
+                if other is not capture:
+                    other.close()
+            for _, fd in children:
+                os.close(fd)
+            code = 1
+            try:
+                code = _worker(config, out_dir, options, number, capture, write_fd, supervisor)
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        children.append((pid, read_fd))
+    for capture in captures:
+        capture.close()  # the workers hold their own references
+    return supervisor.run(children, es=es, opensearch=opensearch)
+
+
+def _worker(
+    config: Config,
+    out_dir: Path,
+    options: Any,
+    number: int,
+    capture: Any,
+    fd: int,
+    supervisor: Supervisor,
+) -> int:
+    from otsentry.sensor import Sensor
+
+    local = dataclasses.replace(
+        config,
+        outputs=dataclasses.replace(
+            config.outputs,
+            events=False,
+            alerts=False,
+            assets=False,
+            elasticsearch=None,
+            opensearch=None,
+        ),
+    )
+    sink = PipeSink(fd, supervisor.streams)
+    sensor = Sensor(
+        local,
+        out_dir / "workers" / str(number),
+        dataclasses.replace(
+            options, worker=number, stats_interval=min(options.stats_interval, 1.0)
+        ),
+        capture,
+        sinks=[sink],
+    )
+    signal.signal(signal.SIGTERM, sensor.stop)
+    signal.signal(signal.SIGINT, sensor.stop)
+    signal.signal(signal.SIGHUP, sensor.request_reload)
+    try:
+        sensor.run()
+    finally:
+        sink.close()
+    return 0
+
+
+class Supervisor:
+    """Reads the workers' pipes, writes the merged outputs, relays signals."""
+
+    def __init__(
+        self, config: Config, out_dir: Path, options: Any, clusters: Iterable[Any] = ()
+    ) -> None:
+        """``clusters``: the ClusterSettings the run sends to (their ``events`` option decides
+        whether workers send protocol events when the local file is off)."""
+        self.config = config
+        self.out_dir = out_dir
+        self.options = options
+        self.streams = {Stream.ALERTS, Stream.ASSETS}
+        if config.outputs.events or any(c.options.events for c in clusters):
+            self.streams.add(Stream.EVENTS)
+        self.worker_stats: dict[int, dict[str, Any]] = {}
+        self.assets: dict[str, dict[str, Any]] = {}
+        self._pids: list[int] = []
+        self._stop = False
+        self.started = time.monotonic()
+        self.started_wall = time.time_ns()
+
+    def run(
+        self, children: list[tuple[int, int]], *, es: str | None, opensearch: str | None
+    ) -> int:
+        """Until every worker closed its pipe: dispatch their documents; then merge and finish."""
+        from otsentry.cli.replay import cluster_sinks
+        from otsentry.sinks.ndjson import NdjsonSink
+
+        self._pids = [pid for pid, _ in children]
+        out = self.config.outputs
+        wanted = {Stream.EVENTS: out.events, Stream.ALERTS: out.alerts, Stream.ASSETS: out.assets}
+        self.ndjson = NdjsonSink(self.out_dir, [s for s, on in wanted.items() if on], append=True)
+        try:
+            self.clusters = cluster_sinks(self.config, self.out_dir, es, opensearch)
+        except BaseException:
+            self._signal(signal.SIGTERM)
+            raise
+        self.sinks: list[Sink] = [self.ndjson, *self.clusters]
+        self.observer = observer_doc(self.config.sensor.name, self.options.interfaces[0])
+        self.ids = DocumentIds(self.config.sensor.name)
+        old = {
+            sig: signal.signal(sig, self._relay)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
+        selector = selectors.DefaultSelector()
+        buffers: dict[int, bytearray] = {}
+        for pid, fd in children:
+            selector.register(fd, selectors.EVENT_READ, pid)
+            buffers[fd] = bytearray()
+        workers = {fd: n for n, (_, fd) in enumerate(children)}
+        next_stats = time.monotonic() + self.options.stats_interval
+        next_flush = time.monotonic() + 1.0
+        try:
+            while selector.get_map():
+                for key, _ in selector.select(timeout=0.5):
+                    fd = int(key.fd)
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        selector.unregister(fd)
+                        os.close(fd)
+                        continue
+                    buffers[fd] += chunk
+                    self._dispatch(workers[fd], buffers[fd])
+                now = time.monotonic()
+                if now >= next_flush:
+                    for sink in self.sinks:
+                        sink.flush()
+                    next_flush = now + 1.0
+                if now >= next_stats:
+                    self._write_stats("running")
+                    next_stats = now + self.options.stats_interval
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            codes = [_exit_code(pid) for pid in self._pids]
+            self._finish()
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def _relay(self, signum: int, _: Any) -> None:
+        self._signal(signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM)
+
+    def _signal(self, signum: int) -> None:
+        for pid in self._pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def _dispatch(self, worker: int, buffer: bytearray) -> None:
+        while len(buffer) >= _HEADER.size:
+            kind, size = _HEADER.unpack_from(buffer)
+            end = _HEADER.size + size
+            if len(buffer) < end:
+                return
+            payload = bytes(buffer[_HEADER.size : end])
+            del buffer[:end]
+            self._handle(worker, _STREAM[kind], payload)
+
+    def _handle(self, worker: int, stream: Stream, payload: bytes) -> None:
+        lines = payload.splitlines()
+        if stream is Stream.STATS:
+            for line in lines:
+                self.worker_stats[worker] = orjson.loads(line)["otsentry"]["stats"]
+            return
+        if stream is Stream.ASSETS:
+            for line in lines:
+                merge_asset(self.assets, orjson.loads(line))
+            return
+        for line in lines:
+            doc = orjson.loads(line)
+            if stream is Stream.ALERTS:
+                evidence = doc.get("otsentry", {}).get("evidence")
+                if isinstance(evidence, dict) and evidence.get("pcap"):
+                    evidence["pcap"] = f"workers/{worker}/{evidence['pcap']}"
+            for sink in self.sinks:
+                sink.write(stream, doc)
+
+    def _finish(self) -> None:
+        for doc in self.assets.values():
+            for sink in self.sinks:
+                sink.write(Stream.ASSETS, doc)
+        stats = self.stats("stopped")
+        for sink in self.clusters:
+            sink.write(Stream.STATS, stats_doc(stats, self.observer, self.ids, time.time_ns()))
+        for sink in self.sinks:
+            sink.close()
+        stats["outputs"] = {sink.name: sink.as_dict() for sink in self.clusters}
+        _write_json(self.out_dir / "stats.json", stats)
+
+    def _write_stats(self, state: str) -> None:
+        stats = self.stats(state)
+        _write_json(self.out_dir / "stats.json", stats)
+        for sink in self.clusters:
+            sink.write(Stream.STATS, stats_doc(stats, self.observer, self.ids, time.time_ns()))
+
+    def stats(self, state: str) -> dict[str, Any]:
+        """The workers' latest counters summed, and the supervisor's own state."""
+        merged = merge_stats(list(self.worker_stats.values()))
+        merged["assets"] = len(self.assets) or merged.get("assets", 0)
+        merged["outputs"] = {sink.name: sink.as_dict() for sink in getattr(self, "clusters", [])}
+        sensor = merged.setdefault("sensor", {})
+        sensor.update(
+            {
+                "started": iso_time(self.started_wall),
+                "updated": iso_time(time.time_ns()),
+                "uptime_seconds": round(time.monotonic() - self.started, 3),
+                "state": state,
+                "workers": self.options.workers,
+                "worker": None,
+                "pid": os.getpid(),
+                "worker_pids": list(self._pids),
+            }
+        )
+        return merged
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(tmp, path)
+
+
+#: stats fields that are a moment's value or a maximum, not a count to add up
+_MAX_FIELDS = frozenset(
+    {
+        "seconds",
+        "uptime_seconds",
+        "last_packet",
+        "updated",
+        "reloads",
+        "stats_interval",
+        "last_reload",
+    }
+)
+_MIN_FIELDS = frozenset({"first_packet", "started"})
+
+
+def merge_stats(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several workers' stats.json as one: counts added, times and maxima kept as such."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        _merge_into(merged, part)
+    return merged
+
+
+def _merge_into(into: dict[str, Any], part: Mapping[str, Any]) -> None:
+    for key, value in part.items():
+        have = into.get(key)
+        if key not in into:
+            into[key] = _copy(value)
+        elif isinstance(value, Mapping) and isinstance(have, dict):
+            _merge_into(have, value)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int | float) and isinstance(have, int | float):
+            if key in _MAX_FIELDS:
+                into[key] = max(have, value)
+            elif key in _MIN_FIELDS:
+                into[key] = min(have, value)
+            else:
+                into[key] = have + value
+        elif isinstance(value, str) and isinstance(have, str):
+            if key in _MAX_FIELDS:
+                into[key] = max(have, value)
+            elif key in _MIN_FIELDS:
+                into[key] = min(have, value)
+        elif isinstance(value, list) and isinstance(have, list):
+            into[key] = have + [v for v in value if v not in have]
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+def merge_asset(assets: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
+    """Fold one worker's asset document into the one per host (IP)."""
+    asset = doc["otsentry"]["asset"]
+    key = asset["ip"]
+    have = assets.get(key)
+    if have is None:
+        assets[key] = doc
+        return
+    a = have["otsentry"]["asset"]
+    a["packets"] += asset["packets"]
+    a["bytes"] += asset["bytes"]
+    a["first_seen"] = min(a["first_seen"], asset["first_seen"])
+    if asset["last_seen"] > a["last_seen"]:
+        a["last_seen"] = asset["last_seen"]
+        have["@timestamp"] = doc["@timestamp"]
+    for field in ("roles", "protocols", "client_protocols"):
+        a[field] = sorted(set(a[field]) | set(asset[field]))
+    for field in ("role_evidence", "services"):
+        a[field] = a[field] + [item for item in asset[field] if item not in a[field]]
+    peers = sorted(set(a["peers"]["ip"]) | set(asset["peers"]["ip"]))
+    a["peers"] = {
+        "count": max(len(peers), a["peers"]["count"], asset["peers"]["count"]),
+        "ip": peers,
+    }
+    for protocol, facts in asset.get("identity", {}).items():
+        a.setdefault("identity", {}).setdefault(protocol, {}).update(facts)
+    for field in ("mac", "vendor", "vlan"):
+        if a.get(field) is None and asset.get(field) is not None:
+            a[field] = asset[field]
+    if "device" not in have and "device" in doc:
+        have["device"] = doc["device"]
