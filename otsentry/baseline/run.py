@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from otsentry.baseline.detector import Detector
-from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
+from otsentry.capture import CaptureError, CaptureReader, Frame, merge_frames, open_capture
 from otsentry.config import Config, DecodeAs
 from otsentry.model import Alert, Event
 from otsentry.netevents import NetworkEvents
@@ -45,8 +45,34 @@ def feed(
 ) -> FeedResult:
     """Replay ``paths`` (merged in time order) and give every event to ``hook`` (the alerts it
     returns are ignored). A capture error is raised unless ``keep_going``."""
-    config = config if config is not None else Config()
     result = FeedResult()
+
+    def on_error(err: CaptureError) -> None:
+        result.errors.append(str(err))
+
+    readers: list[CaptureReader] = []
+    try:
+        for path in paths:
+            readers.append(open_capture(path))
+        frames = merge_frames(readers, keep_going, on_error)
+        feed_frames(frames, hook, config, result=result, decode_as=decode_as)
+    finally:
+        for reader in readers:
+            reader.close()
+    return result
+
+
+def feed_frames(
+    frames: Iterable[Frame],
+    hook: Hook,
+    config: Config | None = None,
+    *,
+    decode_as: Sequence[DecodeAs] = (),
+    result: FeedResult | None = None,
+) -> FeedResult:
+    """Every event of ``frames`` (a capture, or a live interface's) to ``hook``."""
+    config = config if config is not None else Config()
+    result = result if result is not None else FeedResult()
 
     def emit(event: Event) -> None:
         result.events += 1
@@ -62,31 +88,20 @@ def feed(
         on_flow_start=net.flow_start,
         on_flow_end=net.flow_end,
     )
-    readers: list[CaptureReader] = []
-
-    def on_error(err: CaptureError) -> None:
-        result.errors.append(str(err))
-
-    try:
-        for path in paths:
-            readers.append(open_capture(path))
-        packets = 0
-        ts = -1
-        for ts, linktype, data in merge_frames(readers, keep_going, on_error):
-            if result.first_ts is None:
-                result.first_ts = ts
-            packets += 1
-            pkt = decoder.decode(linktype, data, ts)
-            if pkt is not None:
-                table.frame = packets
-                table.packet(pkt, ts, data)
-        result.packets = packets
-        if ts >= 0:
-            result.last_ts = ts
-            table.close_all(ts)
-    finally:
-        for reader in readers:
-            reader.close()
+    packets = 0
+    ts = -1
+    for ts, linktype, data in frames:
+        if result.first_ts is None:
+            result.first_ts = ts
+        packets += 1
+        pkt = decoder.decode(linktype, data, ts)
+        if pkt is not None:
+            table.frame = packets
+            table.packet(pkt, ts, data)
+    result.packets = packets
+    if ts >= 0:
+        result.last_ts = ts
+        table.close_all(ts)
     return result
 
 

@@ -20,11 +20,18 @@ from rich.table import Table
 from otsentry.baseline import store
 from otsentry.baseline.detector import MAX_ITEMS_PER_ALERT
 from otsentry.baseline.learner import Learner
-from otsentry.baseline.run import feed, source_names
+from otsentry.baseline.run import FeedResult, feed, feed_frames, source_names
 from otsentry.baseline.segment import SegmentBaseline, Sufficiency
-from otsentry.capture import CaptureError
-from otsentry.cli.options import ConfigOption, DecodeAsOption, Pcaps, capture_paths, settings
+from otsentry.capture import CaptureError, Frame
+from otsentry.cli.options import (
+    ConfigOption,
+    DecodeAsOption,
+    capture_paths,
+    duration_option,
+    settings,
+)
 from otsentry.cli.ui import error
+from otsentry.config import Config, DecodeAs
 
 app = typer.Typer(
     help="Communication baselines: learn them from captures, show, diff and accept alerts.",
@@ -52,7 +59,10 @@ def _load(directory: Path) -> dict[str, SegmentBaseline]:
 # -- learn ------------------------------------------------------------------------------------
 @app.command("learn")
 def learn(
-    pcaps: Pcaps,
+    pcaps: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Captures of normal traffic (files or directories); or use -i."),
+    ] = None,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Directory for the baseline files.")
     ] = Path("baselines"),
@@ -67,17 +77,40 @@ def learn(
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="On a broken capture, report it and go on.")
     ] = False,
+    interface: Annotated[
+        list[str] | None,
+        typer.Option("--interface", "-i", help="Learn live from this interface (repeatable)."),
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option("--duration", help="With -i: learn for this long (90s, 15m, 24h, 7d)."),
+    ] = None,
+    bpf: Annotated[
+        str | None, typer.Option("--filter", "-f", help="With -i: capture filter (tcpdump syntax).")
+    ] = None,
 ) -> None:
-    """Learn one baseline per segment from captures of normal traffic (DIR/<segment>.yaml)."""
+    """Learn one baseline per segment from captures of normal traffic (DIR/<segment>.yaml), or
+    live from a mirror port with -i for --duration (Ctrl-C ends the learning early)."""
     cfg, decode_rules = settings(config, decode_as)
-    paths = capture_paths(pcaps)
     learner = Learner(Sufficiency(min_events, min_seconds))
-    learner.sources = source_names(paths)
-    try:
-        result = feed(paths, learner, cfg, decode_as=decode_rules, keep_going=keep_going)
-    except (CaptureError, OSError) as exc:
-        error(exc)
-        raise typer.Exit(1) from None
+    if interface:
+        if pcaps:
+            error("learn either from captures or live with -i, not both")
+            raise typer.Exit(2)
+        seconds = duration_option(duration)
+        learner.sources = [f"live:{','.join(interface)}"]
+        result = _learn_live(interface, bpf, seconds, learner, cfg, decode_rules)
+    else:
+        if not pcaps:
+            error("give captures to learn from, or an interface with -i")
+            raise typer.Exit(2)
+        paths = capture_paths(pcaps)
+        learner.sources = source_names(paths)
+        try:
+            result = feed(paths, learner, cfg, decode_as=decode_rules, keep_going=keep_going)
+        except (CaptureError, OSError) as exc:
+            error(exc)
+            raise typer.Exit(1) from None
     for problem in result.errors:
         error(problem)
     baselines = learner.finish()
@@ -103,6 +136,52 @@ def learn(
         )
     if result.errors:
         raise typer.Exit(1)
+
+
+def _learn_live(
+    interfaces: list[str],
+    bpf: str | None,
+    seconds: float | None,
+    learner: Learner,
+    cfg: Config,
+    decode_rules: list[DecodeAs],
+) -> FeedResult:
+    """Feed the learner from live interfaces until ``seconds`` passed or SIGINT/SIGTERM."""
+    import signal
+    import time
+
+    from otsentry.capture.live import LiveCapture, LiveCaptureError, LiveOptions
+
+    try:
+        capture = LiveCapture(LiveOptions(interfaces=tuple(interfaces), bpf=bpf))
+    except LiveCaptureError as exc:
+        error(exc)
+        raise typer.Exit(2) from None
+    stop: list[bool] = []
+    deadline = time.monotonic() + seconds if seconds is not None else None
+
+    def frames() -> Iterator[Frame]:
+        while not stop and (deadline is None or time.monotonic() < deadline):
+            yield from capture.read(4096, 0.2)
+
+    handlers = {
+        sig: signal.signal(sig, lambda *_: stop.append(True))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    typer.echo(
+        f"learning on {', '.join(interfaces)}"
+        + (f" for {seconds:g} s" if seconds is not None else " until Ctrl-C"),
+        err=True,
+    )
+    try:
+        return feed_frames(frames(), learner, cfg, decode_as=decode_rules)
+    except LiveCaptureError as exc:
+        error(exc)
+        raise typer.Exit(1) from None
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+        capture.close()
 
 
 # -- show -------------------------------------------------------------------------------------

@@ -79,3 +79,31 @@ def capture_paths(pcaps: list[Path]) -> list[Path]:
         error("no capture files found")
         raise typer.Exit(2)
     return paths
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``24h`` or ``7d`` (ValueError otherwise)."""
+    value = text.strip().lower()
+    scale = _DURATION_UNITS.get(value[-1:])
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (e.g. 90, 90s, 15m, 24h, 7d)") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return seconds
+
+
+def duration_option(text: str | None) -> float | None:
+    """A --duration value in seconds; a bad one exits with code 2."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        error(f"--duration: {exc}")
+        raise typer.Exit(2) from None

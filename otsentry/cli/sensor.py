@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from otsentry.cli.options import ConfigOption, DecodeAsOption, EsOption, OpenSearchOption, settings
+from otsentry.cli.options import (
+    ConfigOption,
+    DecodeAsOption,
+    EsOption,
+    OpenSearchOption,
+    duration_option,
+    settings,
+)
 from otsentry.cli.replay import cluster_sinks
 from otsentry.cli.ui import console, error
 
@@ -56,7 +63,8 @@ def sensor(
         ),
     ] = 1,
     duration: Annotated[
-        float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")
+        str | None,
+        typer.Option("--duration", help="Stop after this long: seconds, or 90s, 15m, 24h, 7d."),
     ] = None,
     user: Annotated[
         str | None,
@@ -94,7 +102,7 @@ def sensor(
     options = SensorOptions(
         interfaces=tuple(interface),
         bpf=expression,
-        duration=duration,
+        duration=duration_option(duration),
         stats_interval=stats_interval,
         rules=tuple(rules or ()),
         builtin_rules=False if no_builtin_rules else None,
