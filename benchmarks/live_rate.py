@@ -255,11 +255,11 @@ def measure(
             else:
                 bad = mid
     except PlantError as exc:
-        if result.steps:
-            raise
-        lines = str(exc).strip().splitlines()
-        result.available = False
-        result.reason = lines[0].rstrip(":") + (f": {lines[-1].strip()}" if len(lines) > 1 else "")
+        lines = [line.strip(" │╭╮╰╯─:") for line in str(exc).splitlines()]
+        lines = [line for line in lines if any(c.isalnum() for c in line)]
+        reason = lines[0] + (f": {lines[-1]}" if len(lines) > 1 else "")
+        result.available = bool(result.steps)
+        result.reason = reason if not result.steps else f"stopped after a step failed: {reason}"
     return result
 
 
@@ -284,6 +284,8 @@ def summary(results: list[WorkerResult]) -> list[str]:
         if not r.available:
             lines.append(f"workers={r.workers}: not available ({r.reason})")
             continue
+        if r.reason:
+            lines.append(f"workers={r.workers}: {r.reason}")
         best, failed = r.zero_drop_pps, [s for s in r.steps if not s.passed]
         above = min(failed, key=lambda s: s.pps) if failed else None
         text = f"{best:,} pps" if best else "none of the steps passed"
@@ -325,10 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     rates = sorted(set(args.rates))
     capture = ensure_capture(max(int(max(rates) * args.seconds), 100_000), args.capture)
     cpus = os.cpu_count() or 1
-    print(f"otsentry sensor on span0; {capture.name} replayed by tcpreplay into the plant, ")
-    print(
-        f"{args.seconds:g} s per step, rates {', '.join(f'{r:,}' for r in rates)} pps, then bisected"
-    )
+    steps = ", ".join(f"{r:,}" for r in rates)
+    print(f"otsentry sensor on span0, {capture.name} replayed into the plant by tcpreplay")
+    print(f"{args.seconds:g} s per step at {steps} pps until a step fails, then bisected")
     print(
         f"{cpus} CPU core(s): tcpreplay, the kernel's veth and mirror path and the sensor share "
         "them, so the figures are lower than on a sensor with cores of its own"
