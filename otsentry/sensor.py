@@ -59,6 +59,7 @@ class SensorOptions:
     decode_as: Sequence[DecodeAs] = ()
     worker: int | None = None  # this process's number among several workers
     workers: int = 1
+    fanout: str = "hash"  # how workers share the traffic: "hash" (flow) or "hostpair"
 
 
 @dataclass(slots=True)

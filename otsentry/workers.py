@@ -111,7 +111,12 @@ def run_workers(
         for _ in range(options.workers):
             captures.append(
                 LiveCapture(
-                    LiveOptions(interfaces=options.interfaces, bpf=options.bpf, fanout_group=group)
+                    LiveOptions(
+                        interfaces=options.interfaces,
+                        bpf=options.bpf,
+                        fanout_group=group,
+                        fanout_mode=options.fanout,
+                    )
                 )
             )
         if user:

@@ -77,7 +77,10 @@ def docs(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_sensor_with_two_workers_sees_what_tcpdump_sees(netns: Netns, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fanout", ["hash", "hostpair"])
+def test_sensor_with_two_workers_sees_what_tcpdump_sees(
+    netns: Netns, tmp_path: Path, fanout: str
+) -> None:
     out, beside = tmp_path / "live", tmp_path / "beside.pcap"
     dump = subprocess.Popen(
         [
@@ -96,8 +99,11 @@ def test_sensor_with_two_workers_sees_what_tcpdump_sees(netns: Netns, tmp_path: 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    sensor = in_ns(netns.sensor, "sensor", "-i", "lvs0", "--workers", "2", "--out", out,
-                   "--stats-interval", "0.5", "-q")  # fmt: skip
+    sensor = in_ns(
+        netns.sensor,
+        *("sensor", "-i", "lvs0", "--workers", "2", "--fanout", fanout),
+        *("--out", out, "--stats-interval", "0.5", "-q"),
+    )
     try:
         wait_ready(out / "stats.json")
         tx_before = link_counters(netns.sensor, "lvs0")["tx"]

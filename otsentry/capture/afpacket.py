@@ -34,12 +34,51 @@ ARPHRD_LOOPBACK = 772
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 #: fanout modes by name: "hash" is the kernel's symmetric flow hash (IP fragments reassembled
 #: first, so that they follow their flow)
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_DATA = 22
 FANOUT_MODES = {
     "hash": 0 | PACKET_FANOUT_FLAG_DEFRAG,
     "lb": 1,
     "cpu": 2,
     "qm": 5,
+    # the host pair (IPv4: both addresses; IPv6: their last 32 bits), symmetric, by the program
+    # below: every flow between two hosts in one worker, so rules correlating a client's
+    # connections to a server (sweeps over several connections) see all of them
+    "hostpair": PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG,
 }
+
+_INSN = struct.Struct("HBBI")  # struct sock_filter: code, jt, jf, k
+_SKF_AD_PROTOCOL = -0x1000 + 0  # SKF_AD_OFF + SKF_AD_PROTOCOL: skb->protocol, host order
+_SKF_NET = -0x100000  # SKF_NET_OFF: loads relative to the network header
+_BPF_LD_W_ABS, _BPF_LD_H_ABS = 0x20, 0x28
+_BPF_JEQ_K, _BPF_TAX, _BPF_XOR_X, _BPF_RET_A, _BPF_RET_K = 0x15, 0x07, 0xAC, 0x16, 0x06
+
+
+def _k(value: int) -> int:
+    return value & 0xFFFFFFFF
+
+
+#: fanout demux program of "hostpair": A = source ^ destination address, so both directions of
+#: every flow between two hosts give the same value (the kernel takes it modulo the members)
+HOSTPAIR_PROGRAM = b"".join(
+    _INSN.pack(*insn)
+    for insn in (
+        (_BPF_LD_H_ABS, 0, 0, _k(_SKF_AD_PROTOCOL)),  # 0: A = ethertype of the frame
+        (_BPF_JEQ_K, 0, 5, 0x0800),  # 1: IPv4, else 7
+        (_BPF_LD_W_ABS, 0, 0, _k(_SKF_NET + 12)),  # 2: A = source address
+        (_BPF_TAX, 0, 0, 0),  # 3: X = A
+        (_BPF_LD_W_ABS, 0, 0, _k(_SKF_NET + 16)),  # 4: A = destination address
+        (_BPF_XOR_X, 0, 0, 0),  # 5: A ^= X
+        (_BPF_RET_A, 0, 0, 0),  # 6
+        (_BPF_JEQ_K, 0, 5, 0x86DD),  # 7: IPv6, else 13
+        (_BPF_LD_W_ABS, 0, 0, _k(_SKF_NET + 20)),  # 8: last 32 bits of the source
+        (_BPF_TAX, 0, 0, 0),  # 9
+        (_BPF_LD_W_ABS, 0, 0, _k(_SKF_NET + 36)),  # 10: last 32 bits of the destination
+        (_BPF_XOR_X, 0, 0, 0),  # 11
+        (_BPF_RET_A, 0, 0, 0),  # 12
+        (_BPF_RET_K, 0, 0, 0),  # 13: not IP (ARP...): the first member
+    )
+)
 
 _IFREQ_INDEX = struct.Struct("16si12x")
 _IFREQ_HWADDR = struct.Struct("16sH14x8x")
@@ -91,13 +130,21 @@ def interface_info(sock: socket.socket, interface: str) -> tuple[int, int]:
     return int(index), int(hwtype)
 
 
-def attach_filter(sock: socket.socket, program: bytes) -> None:
-    """Attach a classic BPF program (``struct sock_filter`` array) with SO_ATTACH_FILTER."""
+_PROGRAMS: list[object] = []  # buffers a sock_fprog points into, alive until the kernel copied
+
+
+def _fprog(program: bytes) -> bytes:
+    """A ``struct sock_fprog`` for ``program`` (the kernel copies the instructions at once)."""
     import ctypes
 
-    count = len(program) // 8
     buf = ctypes.create_string_buffer(program, len(program))
-    fprog = _SOCK_FPROG.pack(count, ctypes.addressof(buf))
+    _PROGRAMS[:] = [buf]
+    return _SOCK_FPROG.pack(len(program) // 8, ctypes.addressof(buf))
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """Attach a classic BPF program (``struct sock_filter`` array) with SO_ATTACH_FILTER."""
+    fprog = _fprog(program)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies it
     except OSError as err:
@@ -138,6 +185,8 @@ def join_fanout(sock: socket.socket, group: int, mode: str) -> None:
     try:
         arg = struct.pack("I", group | FANOUT_MODES[mode] << 16)  # above INT_MAX with DEFRAG
         sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+        if mode == "hostpair":
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _fprog(HOSTPAIR_PROGRAM))
     except OSError as err:
         raise LiveCaptureError(
             f"cannot join fanout group {group} ({mode}): {err.strerror or err} "

@@ -62,6 +62,14 @@ def sensor(
             help="Processes sharing the traffic by flow (PACKET_FANOUT).",
         ),
     ] = 1,
+    fanout: Annotated[
+        str,
+        typer.Option(
+            "--fanout",
+            help="How workers share the traffic: hash (per flow) or hostpair (every flow "
+            "between two hosts in one worker).",
+        ),
+    ] = "hash",
     duration: Annotated[
         str | None,
         typer.Option("--duration", help="Stop after this long: seconds, or 90s, 15m, 24h, 7d."),
@@ -109,7 +117,11 @@ def sensor(
         baseline=baseline,
         decode_as=decode_rules,
         workers=workers,
+        fanout=fanout,
     )
+    if fanout not in ("hash", "hostpair"):
+        error(f"--fanout: expected hash or hostpair, got {fanout!r}")
+        raise typer.Exit(2)
     if workers > 1:
         from otsentry.workers import run_workers
 
