@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from otsentry.assets.identity import device_fields
 from otsentry.config import Config
 from otsentry.ecs import DocumentIds, iso_time, observer_doc, stats_doc
 from otsentry.sinks.interface import Sink, Stream
@@ -431,8 +432,17 @@ def merge_asset(assets: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
         have["@timestamp"] = doc["@timestamp"]
     for field in ("roles", "protocols", "client_protocols"):
         a[field] = sorted(set(a[field]) | set(asset[field]))
-    for field in ("role_evidence", "services"):
-        a[field] = a[field] + [item for item in asset[field] if item not in a[field]]
+    # the earliest evidence per role, in role order (as one process writes it)
+    earliest: dict[str, dict[str, Any]] = {}
+    for item in [*a["role_evidence"], *asset["role_evidence"]]:
+        have_item = earliest.get(item["role"])
+        if have_item is None or item.get("first_seen", "") < have_item.get("first_seen", ""):
+            earliest[item["role"]] = item
+    a["role_evidence"] = [earliest[role] for role in sorted(earliest)]
+    services = {(s["transport"], s["port"], s["protocol"] or ""): s for s in a["services"]}
+    for item in asset["services"]:
+        services.setdefault((item["transport"], item["port"], item["protocol"] or ""), item)
+    a["services"] = [services[key] for key in sorted(services)]
     peers = sorted(set(a["peers"]["ip"]) | set(asset["peers"]["ip"]))
     a["peers"] = {
         "count": max(len(peers), a["peers"]["count"], asset["peers"]["count"]),
@@ -443,5 +453,8 @@ def merge_asset(assets: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
     for field in ("mac", "vendor", "vlan"):
         if a.get(field) is None and asset.get(field) is not None:
             a[field] = asset[field]
-    if "device" not in have and "device" in doc:
-        have["device"] = doc["device"]
+    device = device_fields(a.get("identity", {}), a.get("vendor"))
+    if device:
+        have["device"] = device
+    else:
+        have.pop("device", None)

@@ -77,11 +77,12 @@ def test_merged_assets_equal_one_process(whole_and_parts: Any) -> None:
     for d in part_dirs:
         for doc in docs(d / "assets.ndjson"):
             merge_asset(merged, doc)
-    reference = {
-        d["otsentry"]["asset"]["ip"]: d["otsentry"]["asset"]
-        for d in docs(whole_dir / "assets.ndjson")
-    }
+    whole = {d["otsentry"]["asset"]["ip"]: d for d in docs(whole_dir / "assets.ndjson")}
+    reference = {ip: d["otsentry"]["asset"] for ip, d in whole.items()}
     assert set(merged) == set(reference)
+    for ip, doc in whole.items():  # the whole asset section and the device, as one process
+        assert merged[ip]["otsentry"]["asset"] == doc["otsentry"]["asset"], ip
+        assert merged[ip].get("device") == doc.get("device"), ip
     for ip, want in reference.items():
         got = merged[ip]["otsentry"]["asset"]
         for field in ("packets", "bytes", "first_seen", "last_seen", "mac"):

@@ -86,17 +86,9 @@ def normalise(doc: Any, path: tuple[str, ...] = ()) -> Any:
     return doc
 
 
-def documents(out: Path, name: str, *, merged: bool = False) -> Counter[str]:
-    """The multiset of normalised documents of out/<name>.ndjson. ``merged``: the assets of
-    several workers, compared without what their merge does not yet reproduce (an asset's
-    role_evidence is reduced to the roles it names, and its ``device`` section is left out:
-    the merge keeps the first worker's, which may be the one that saw only the MAC address)."""
-    docs = ndjson(out / f"{name}.ndjson")
-    for doc in docs if merged and name == "assets" else ():
-        asset = doc["otsentry"]["asset"]
-        asset["role_evidence"] = sorted({item["role"] for item in asset["role_evidence"]})
-        doc.pop("device", None)
-    return Counter(normalise(doc) for doc in docs)
+def documents(out: Path, name: str) -> Counter[str]:
+    """The multiset of normalised documents of out/<name>.ndjson."""
+    return Counter(normalise(doc) for doc in ndjson(out / f"{name}.ndjson"))
 
 
 def tcp_segments(pcap: Path) -> Iterator[tuple[str, int, str, int, int]]:
@@ -244,11 +236,9 @@ def test_sensor_sees_every_frame_tcpdump_saw(sensor_run: SensorRun) -> None:
 def test_sensor_writes_what_a_replay_of_the_capture_beside_it_writes(
     sensor_run: SensorRun, name: str
 ) -> None:
-    # Several workers: which worker sees which flow and host depends on the flow hash; see
-    # documents() for the parts of a merged asset compared loosely.
-    merged = sensor_run.workers > 1
-    live = documents(sensor_run.live, name, merged=merged)
-    replayed = documents(sensor_run.replayed, name, merged=merged)
+    # with several workers, assets seen by more than one are merged per host by the supervisor
+    live = documents(sensor_run.live, name)
+    replayed = documents(sensor_run.replayed, name)
     assert sum(replayed.values()) > 0
     missing, extra = replayed - live, live - replayed
     assert not missing and not extra, (
