@@ -119,6 +119,8 @@ class Sensor:
         self._rate_mark = (clock(), 0, 0)
         self.on_view = on_view
         self.view_interval = view_interval
+        #: the interfaces' own receive counters at start (sysfs), for "packets filtered"
+        self._rx_start = {name: interface_rx(name) for name in options.interfaces}
 
     # -- control (signal handlers set flags; the loop acts on them between batches) ----------------
     def stop(self, *_: Any) -> None:
@@ -240,6 +242,16 @@ class Sensor:
         capture["interfaces"] = interfaces
         capture["kernel_drops"] = sum(i.get("dropped", 0) for i in interfaces.values())
         capture["filter"] = self.options.bpf
+        if self.options.bpf:
+            # what the interface received and the filter kept out (approximate: sysfs counts
+            # every frame the interface took, the socket only what passed the filter)
+            filtered = 0
+            for name, start in self._rx_start.items():
+                now_rx = interface_rx(name)
+                if start is not None and now_rx is not None:
+                    seen = interfaces.get(name, {}).get("received", 0)
+                    filtered += max(0, now_rx - start - seen)
+            capture["filtered"] = filtered
         stats["sensor"] = {
             "started": iso_time(state.started_wall),
             "updated": iso_time(time.time_ns()),
@@ -270,3 +282,11 @@ def load_detector(directory: Path, config: Config, pipeline: Pipeline) -> Any:
         window=config.alerts.aggregation_window,
         on_open=pipeline.evidence_for,
     )
+
+
+def interface_rx(name: str) -> int | None:
+    """The interface's received-packets counter (sysfs), or None where there is none."""
+    try:
+        return int(Path(f"/sys/class/net/{name}/statistics/rx_packets").read_text())
+    except (OSError, ValueError):
+        return None

@@ -206,3 +206,26 @@ def test_missing_interface_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "nosuch0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_capture_filter_keeps_traffic_out_and_counts_it(netns: Netns, tmp_path: Path) -> None:
+    out = tmp_path / "live"
+    sensor = in_ns(
+        netns.sensor,
+        *("sensor", "-i", "lvs0", "--out", out, "-q", "--stats-interval", "0.3"),
+        *("tcp", "port", "102"),
+    )
+    try:
+        wait_ready(out / "stats.json")
+        modbus = send(netns, LAB_PCAPS / "modbus_normal.pcap")
+        s7 = send(netns, LAB_PCAPS / "s7comm_normal.pcap")
+        time.sleep(1.0)
+    finally:
+        sensor.send_signal(signal.SIGTERM)
+        _, err = sensor.communicate(timeout=60)
+    assert sensor.returncode == 0, err
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["capture"]["filter"] == "tcp port 102"
+    assert {e["network"]["protocol"] for e in docs(out / "events.ndjson")} == {"s7comm"}
+    assert 0 < stats["packets"] <= s7
+    assert stats["capture"]["filtered"] >= modbus
