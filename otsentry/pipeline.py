@@ -109,6 +109,8 @@ class RunCounters:
     last_ts: int | None = None
     events: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
+    #: protocol records carrying a dissector anomaly (malformed, out of spec), per protocol
+    malformed: Counter[str] = field(default_factory=Counter)
     capture_errors: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
@@ -302,6 +304,8 @@ class Pipeline:
     def on_event(self, event: Event) -> None:
         """An event from a dissector: write it, and let the detection hooks see it."""
         self.counters.events[event.envelope.protocol] += 1
+        if event.anomalies:
+            self.counters.malformed[event.envelope.protocol] += 1
         if event.identity or event.client_identity:
             self._identify(event)
         if event.action in self.role_actions:
@@ -457,6 +461,7 @@ class Pipeline:
                 "decode": dict(self.decoder.errors),
                 "dissector_exceptions": table.stats.dissector_errors,
                 "dissector_no_progress": table.stats.no_progress,
+                "by_protocol": {name: c.malformed.get(name, 0) for name in self.registry.names},
             },
             "not_ip_or_transport": dict(self.decoder.other),
             "ip_fragments": {

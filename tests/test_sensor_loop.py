@@ -50,6 +50,10 @@ class CaptureSource:
         self.closed = True
 
 
+def _anomalies(doc: dict[str, Any]) -> list[str]:
+    return list(doc.get("otsentry", {}).get(doc["network"]["protocol"], {}).get("anomalies", []))
+
+
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -85,6 +89,11 @@ def test_same_output_as_a_replay_and_live_stats(tmp_path: Path) -> None:
     assert written["capture"]["kernel_drops"] == 0
     assert written["packets"] == len(source.frames) == stats["packets"]
     assert written["sensor"]["queue_high_water"] == 256
+    malformed = written["parse_errors"]["by_protocol"]  # the attack's malformed frames
+    assert malformed["modbus"] == sum(
+        1 for d in lines(tmp_path / "live" / "events.ndjson") if _anomalies(d)
+    )
+    assert malformed["modbus"] > 0 and malformed["s7comm"] == 0
     assert 0.9 <= written["sensor"]["uptime_seconds"] < 5
 
 
