@@ -369,6 +369,8 @@ _MAX_FIELDS = frozenset(
         "reloads",
         "stats_interval",
         "last_reload",
+        "rules_loaded",  # every worker loads the same rules
+        "rules",
     }
 )
 _MIN_FIELDS = frozenset({"first_packet", "started"})

@@ -121,6 +121,9 @@ def test_merged_stats_add_counts_and_keep_times(whole_and_parts: Any) -> None:
     assert merged["last_packet"] == whole["last_packet"]
     assert merged["seconds"] == max(p["seconds"] for p in parts)
     assert merged["tcp"]["gaps"] == sum(p["tcp"]["gaps"] for p in parts)
+    # what every worker has the same of is not multiplied
+    assert merged["detection"]["rules_loaded"] == whole["detection"]["rules_loaded"]
+    assert merged["detection"]["engine"]["rules"] == whole["detection"]["engine"]["rules"]
 
 
 def test_pipe_frames_reach_the_supervisor_and_evidence_paths_name_the_worker(
