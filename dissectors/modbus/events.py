@@ -94,7 +94,7 @@ def _merge(req: dict[str, Any], resp: dict[str, Any]) -> dict[str, Any]:
                 fields["response_function_code"] = value
         elif key == "umas":
             fields["umas"] = {**req.get("umas", {}), **value}
-        elif key == "file_records" and len(req.get(key, ())) == len(value):
+        elif key == "file_records" and key in req and len(req[key]) == len(value):
             # FC 20: the request names the records, the response carries their values
             fields[key] = [{**asked, **got} for asked, got in zip(req[key], value, strict=True)]
         elif key in _RESPONSE_ONLY and key in req and req[key] != value:
