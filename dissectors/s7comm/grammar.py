@@ -246,6 +246,11 @@ def _data_items(
     return anomalies
 
 
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only (``str.isdigit`` also accepts latin-1's superscripts)."""
+    return text.isascii() and text.isdigit()
+
+
 def _file_name(rec: Record, data: Buffer, pos: int, end: int) -> int:
     """A block file name (``_0A00001P``): its length byte at ``pos``; returns the next offset."""
     if pos >= end:
@@ -256,7 +261,7 @@ def _file_name(rec: Record, data: Buffer, pos: int, end: int) -> int:
     rec["filename"] = name
     if len(name) >= 9 and name[0] == "_":
         rec["block_type"] = BLOCK_TYPES.get(name[1:3], name[1:3])
-        if name[3:8].isdigit():
+        if _digits(name[3:8]):
             rec["block_number"] = int(name[3:8])
             rec["block"] = f"{rec['block_type']}{rec['block_number']}"
         rec["filesystem"] = FILESYSTEMS.get(name[8], name[8])
@@ -273,9 +278,9 @@ def _download(rec: Record, data: Buffer, off: int, end: int, job: bool) -> Anoma
         if rec["function"] == 0x1A and pos + 14 <= end:
             # part 2: length, unknown char, load memory length and MC7 length (6 ASCII digits)
             lengths = bytes(data[pos + 2 : pos + 14]).decode("latin-1")
-            if lengths[:6].strip().isdigit():
+            if _digits(lengths[:6].strip()):
                 rec["load_memory_length"] = int(lengths[:6])
-            if lengths[6:].strip().isdigit():
+            if _digits(lengths[6:].strip()):
                 rec["mc7_length"] = int(lengths[6:])
     return NONE
 
@@ -293,7 +298,7 @@ def _upload(rec: Record, data: Buffer, off: int, end: int, job: bool) -> Anomali
     elif fn == 0x1D and not job and end - off >= 9:
         length = data[off + 8]
         text = bytes(data[off + 9 : min(off + 9 + length, end)]).decode("latin-1")
-        if text.strip().isdigit():
+        if _digits(text.strip()):
             rec["block_length"] = int(text)
     return NONE
 
@@ -318,7 +323,7 @@ def _pi_service(rec: Record, data: Buffer, off: int, end: int, job: bool) -> Ano
         blocks = []
         for name in rec["pi_blocks"]:
             entry: Record = {"block_type": BLOCK_TYPES.get(name[:2], name[:2])}
-            if name[2:7].isdigit():
+            if _digits(name[2:7]):
                 entry["block_number"] = int(name[2:7])
                 entry["block"] = f"{entry['block_type']}{entry['block_number']}"
             if len(name) >= 8:
