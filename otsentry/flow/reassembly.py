@@ -187,7 +187,8 @@ class TcpStream:
         self.ooo_at[seq] = (ts, self.clock.frame if self.clock is not None else 0)
         self.ooo_bytes += len(payload)
         self.stats.bytes_buffered += len(payload)
-        if (
+        # one skip may leave later segments waiting beyond further holes: skip until within caps
+        while ooo and (
             len(ooo) > self.max_ooo
             or self.ooo_bytes > self.max_buffer
             or self.stats.bytes_buffered > self.total_cap
