@@ -460,7 +460,7 @@ def _resp_mei(rec: Record, data: Buffer, off: int, end: int, req: Record | None)
 
 def _resp_umas(rec: Record, data: Buffer, off: int, end: int, req: Record | None) -> Anomalies:
     anomalies = _umas(rec, data, off, end)
-    if req is not None and "sub_function" in req:
+    if req is not None and "sub_function" in req and "umas" in rec:
         # a UMAS response carries a return code (0xFE ok / 0xFD error) where the request had
         # the UMAS function: keep the request's function, the code as the response status
         rec["umas"]["return_code"] = rec["umas"].pop("function_code")
