@@ -90,3 +90,17 @@ def test_skipping_a_hole_leaves_no_waiting_segment_over_the_cap() -> None:
     assert stats.bytes_buffered == 0
     assert stats.gaps == 2 and rec.gaps == 2
     assert rec.data == b"\xff" + bytes(range(25))
+
+
+def test_modbus_umas_response_too_short_for_its_header() -> None:
+    """atheris, fuzz/modbus.py: a UMAS (FC 90) response with no pairing key or code, to a request
+    that had them, raised KeyError('umas')."""
+    request = bytes.fromhex("000100000004015a0002")
+    response = bytes.fromhex("000100000002015a")
+    h = replay("modbus", [(1, request), (0, response)])
+    assert failures(h) == CLEAN
+    [event] = h.events
+    assert event.action == "modbus-umas"
+    assert event.fields["sub_function_name"] == "read_id"
+    assert event.fields["response_frame"] == 2
+    assert "modbus.invalid_length" in event.anomalies
