@@ -1,0 +1,25 @@
+"""Fuzz the s7comm dissector: any byte stream, either direction, with gaps; nothing may escape.
+
+Run: `python fuzz/s7comm.py fuzz/corpus/s7comm -atheris_runs=1000000` (see fuzz/README.md).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from driver import run
+
+    from otsentry.dissectors.s7comm import SPEC
+
+
+def test_one_input(data: bytes) -> None:
+    """One conversation: the driver raises on an escaping exception or a contract breach."""
+    run(SPEC.factory, data)
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
