@@ -112,6 +112,10 @@ class Conversation:
             self.cseq += len(data)
         return frame
 
+    def server_stream(self, data: bytes, mss: int = 1400) -> list[bytes]:
+        """Server bytes in segments of at most ``mss`` bytes."""
+        return [self.server_sends(data[i : i + mss]) for i in range(0, len(data), mss)]
+
     def server_sends(self, data: bytes) -> bytes:
         """A server segment."""
         frame = tcp_frame(
@@ -249,10 +253,10 @@ def deep_opcua(path: Path, depth: int) -> int:
     deep: Variant arrays, ExtensionObjects in Variants, and an InnerDiagnosticInfo chain."""
     conv = Conversation(ip4(30), 40002, ip4(7), 4840)
     out = conv.handshake()
-    hel = struct.pack("<IIIII", 0, 1 << 20, 1 << 20, 0, 0) + _ua_string("opc.tcp://plc:4840")
+    hel = struct.pack("<IIIII", 0, 1 << 24, 1 << 24, 0, 0) + _ua_string("opc.tcp://plc:4840")
     out.append(conv.client_sends(_ua_chunk(b"HEL", hel)))
     out.append(
-        conv.server_sends(_ua_chunk(b"ACK", struct.pack("<IIIII", 0, 1 << 20, 1 << 20, 0, 0)))
+        conv.server_sends(_ua_chunk(b"ACK", struct.pack("<IIIII", 0, 1 << 24, 1 << 24, 0, 0)))
     )
     policy = _ua_string("http://opcfoundation.org/UA/SecurityPolicy#None")
     asym = policy + struct.pack("<ii", -1, -1)
@@ -283,8 +287,8 @@ def deep_opcua(path: Path, depth: int) -> int:
         out.append(
             conv.client_sends(_ua_chunk(b"MSG", struct.pack("<IIII", 9, 1, seq, rid) + read_body))
         )
-        out.append(
-            conv.server_sends(
+        out.extend(
+            conv.server_stream(
                 _ua_chunk(b"MSG", struct.pack("<IIII", 9, 1, seq, rid) + _read_response_body(value))
             )
         )
@@ -302,7 +306,7 @@ def deep_opcua(path: Path, depth: int) -> int:
         + struct.pack("<i", 1)
         + nested_diagnostic_infos(depth)
     )
-    out.append(conv.server_sends(_ua_chunk(b"MSG", struct.pack("<IIII", 9, 1, seq, rid) + diag)))
+    out.extend(conv.server_stream(_ua_chunk(b"MSG", struct.pack("<IIII", 9, 1, seq, rid) + diag)))
     return write_pcap(path, timed(out, 1_000_000))
 
 

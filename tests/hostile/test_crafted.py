@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.hostile.captures import conflicting_retransmissions, deep_opcua, huge_opcua_claim, replay
+from tests.hostile.captures import (
+    conflicting_retransmissions,
+    deep_opcua,
+    huge_opcua_claim,
+    limits_config,
+    replay,
+)
 
 FILLER_MB = 20  # the benchmark sends 200
 DEPTH = 5_000
@@ -73,3 +79,17 @@ def test_nesting_within_the_depth_decodes(tmp_path: Path) -> None:
         depth += 1
     assert depth == 10 and value["value"] == 7
     assert not any(r.get("anomalies") for r in reads)
+
+
+def test_a_message_over_the_buffer_cap_is_dropped_and_counted(tmp_path: Path) -> None:
+    """With a 16 kB reassembly buffer the 25 kB and 50 kB nested responses cannot be held: each
+    is dropped as an overflow and its request reported alone."""
+    capture = tmp_path / "deep.pcap"
+    deep_opcua(capture, DEPTH)
+    config = limits_config(tmp_path, max_tcp_buffer_per_direction=16_384)
+    run = replay(capture, tmp_path / "o", config=config)
+    assert run.rc == 0, run.stderr
+    assert run.stats["tcp"]["overflows"] == 2
+    assert run.stats["tcp"]["bytes_buffered"] == 0
+    reads = [e["otsentry"]["opcua"] for e in run.events() if e["event"]["action"] == "opcua-read"]
+    assert sorted(r["direction"] for r in reads) == ["request", "request", "transaction"]
