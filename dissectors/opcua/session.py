@@ -205,6 +205,8 @@ class OpcUaSession:
         rec: Record = {"message_type": mtype.decode()}
         pos = start + HEADER_LEN
         if mtype in (b"HEL", b"ACK"):
+            if pos + HELLO.size > end:  # the fixed fields must lie inside the chunk
+                raise IndexError
             version, receive, send, max_message, max_chunks = HELLO.unpack_from(data, pos)
             rec.update(
                 protocol_version=version,
@@ -220,6 +222,8 @@ class OpcUaSession:
             else:
                 self.limits[True] = (max_message, max_chunks)
         elif mtype == b"ERR":
+            if pos + 4 > end:
+                raise IndexError
             code = U32.unpack_from(data, pos)[0]
             rec["error"] = code
             rec["error_name"] = events.status_name(code)
@@ -256,6 +260,8 @@ class OpcUaSession:
         ts: int,
     ) -> None:
         pos = start + HEADER_LEN
+        if pos + 4 > end:  # the header fields below must lie inside the chunk
+            raise IndexError
         channel_id = U32.unpack_from(data, pos)[0]
         pos += 4
         head: Record = {"message_type": mtype.decode(), "secure_channel_id": channel_id}
@@ -273,6 +279,8 @@ class OpcUaSession:
             # with a policy, the OPN's sequence header and body are asymmetrically encrypted
             encrypted = policy is not None and policy != "" and not policy.endswith("#None")
         else:
+            if pos + 4 > end:
+                raise IndexError
             head["token_id"] = U32.unpack_from(data, pos)[0]
             pos += 4
             if self.channel.get("security_policy_uri"):
@@ -285,6 +293,8 @@ class OpcUaSession:
             key = (mtype, channel_id)
             body_start = body_end = pos
         else:
+            if pos + 8 > end:  # no room left in the chunk for its sequence header
+                raise IndexError
             sequence, request_id = U32X2.unpack_from(data, pos)
             head["sequence_number"] = sequence
             head["request_id"] = request_id
