@@ -3,6 +3,10 @@ minimal one showing the behaviour now expected."""
 
 from __future__ import annotations
 
+import base64
+
+import pytest
+
 from otsentry.flow.reassembly import ReassemblyStats, TcpStream
 
 from .replay import failures, records, replay
@@ -104,3 +108,67 @@ def test_modbus_umas_response_too_short_for_its_header() -> None:
     assert event.fields["sub_function_name"] == "read_id"
     assert event.fields["response_frame"] == 2
     assert "modbus.invalid_length" in event.anomalies
+
+
+#: atheris, fuzz/opcua.py: after resynchronising, a secure chunk too short for its headers had
+#: them unpacked past its end and past the buffer (struct.error); base64 of the input as found
+OPCUA_SHORT_SECURE_CHUNK = base64.b64decode(
+    "AABwU01HRnAAAAAHAAAADQAAAACyiYDggLjdSp+dbmTywHXi3E4mfdookLPh195E01mDzalLQjQlE0JlqC4hm7PZ"
+    "Q7mg+4fsSJFcBPssM62IGM/eQYPlfGGRZQAAUE1TR0YQAAAABwAAzmUBAFBDTE9GUAAAAAcAAAANAAAAlFf3hvHy"
+    "BTVqg/IwWJTppzTMSyuA6aByn9bVX0mgMg9WGkUtr5gnRSRrB/+Jb48xb8KKmhKdtBvSB8Yry+ipLZ85r4HL4pIs"
+    "dn/oce8qZaVpypNZ6tLcV6IwAQBgTVNHRmAAAAAHAAAADQAAAPUU/jAQisjxjc4BhvYn/NR4/IMEhlkdC06ZgyJE"
+    "+i4K1GyefqozRtCTqUtCNCUTQmWoLiGbs9lDuaD7h+xIkVwE+ywzrYgYz95Bg+V8YZFlAABQTVNHRhAAAAAHAADO"
+    "ZQEAUENMT0ZQAAAABwAAAA0AAACUV/eG8fIFNWqD8jBYlOmnNMxLK4DpoHKf1tVfSaAyD1YaRS2vmCdFJGsH/4lv"
+    "jzFvwoqaEp20G9IHxivL6Kktnzmvgcvikix2fzmTJcLjMaJcgMzoWHS7Ino2JGQ5unUUKeEQjA8j0RX/////AQIE"
+    "3wIkDE2pu5MGgo9NPfagayzRDhk0f5rPDywGAo7RoKjvsgj2q0wAANBNU0dG0AAAAAcAAAANAAAA62a/p7DyVhht"
+    "3C0IxqePcXtVvp3N/dOrUPh1nMGVSfQ8ZcVm8SnZmqYcsd3c5Lsmns0ie7rKyVemhqFu8XdEh2FQswQPg83oce8q"
+    "ZaVpypNZ6tLcV6IwAQBgTVNHRmAAAAAHAAAADQAAAPUU/jAQisjxjc4BhvYn/NR4/IMEhlkdC06ZgyJE+i4K1Gye"
+    "fqozRtCTqUtCNCUTQmWoLiGbs9lDuaD7h+xIkVwE+ywzrYgYz95Bg+V8YZFlAABQTVNHRhAAAAAHAADOZQEAUENM"
+    "T0ZQAAAABwAAAA0AAACUV/eG8fIFNWqD8jBYlOmnNMxLK4DpoHKf1tVfSaAyD1YaRS2vmCdFJGsH/4lvjzFvwoqa"
+    "Ep20G9IHxivL6Kktnzmvgcvikix2fzmTJcLjMaJcgMzoWHS7Ino2JGQ5unUUKeEQjA8j0RX/////AQIE3wIkDE2p"
+    "u5MGgo9NPfagayzRDhk0f5rPDywGAo7RoKjvsgj2q0wAANBNU0dG0AAAAAcAAAANAAAA62a/p7DyVhht3C0IxqeP"
+    "cXtVvp3N/dPUdi2grVJomdJpe36jvxuHJ3cADQAAAP////8N+rTofpzEWCeQWPWPr89pcXWXxkGQt5BHNHAwa48L"
+    "z8SgTukqkBzIdSDR2s9tvWiYCQq5lZj6ZhXchpivEzE7mhfu6+wuT7OzfVcNs/oQ3QAA/4B1fzTa6GerUPh1nMGV"
+    "SfQ8ZcVm8RyxKZrZpt0wB35qWowWuo1Sxpy+ytbxfxSJNvj///8="
+)
+
+
+def test_opcua_fuzz_input_dissects_cleanly() -> None:
+    h = replay("opcua", list(records(OPCUA_SHORT_SECURE_CHUNK)))
+    assert failures(h) == CLEAN
+    assert [e.action for e in h.events][-1] == "opcua-malformed-chunk"
+
+
+@pytest.mark.parametrize("size", range(8, 24))
+def test_opcua_secure_chunk_shorter_than_its_headers(size: int) -> None:
+    """A MSG chunk with room for neither channel id, token id and sequence header: truncated."""
+    chunk = b"MSGF" + size.to_bytes(4, "little") + bytes(range(1, size - 7))
+    h = replay("opcua", [(1, chunk)])
+    assert failures(h) == CLEAN
+    [event] = h.events
+    assert event.action == "opcua-malformed-chunk"
+    assert event.anomalies == ("opcua.truncated",)
+
+
+def test_opcua_secure_headers_are_not_read_from_the_next_chunk() -> None:
+    """A 16-byte MSG chunk followed by a HEL: the sequence header is missing, not the HEL's."""
+    hello = (
+        b"HELF" + (32).to_bytes(4, "little") + bytes(20) + (-1).to_bytes(4, "little", signed=True)
+    )
+    h = replay("opcua", [(1, b"MSGF" + (16).to_bytes(4, "little") + bytes(8) + hello)])
+    assert failures(h) == CLEAN
+    assert [p.get("sequence_number") for p in h.pdus if p.get("message_type") == "MSG"] == [None]
+
+
+@pytest.mark.parametrize(
+    ("mtype", "size"),
+    [(t, n) for t in (b"HEL", b"ACK") for n in (8, 11, 12, 27)] + [(b"ERR", 8), (b"ERR", 11)],
+)
+def test_opcua_connection_chunk_shorter_than_its_fields(mtype: bytes, size: int) -> None:
+    """HEL/ACK with less than their five UInt32 fields, ERR without its code: truncated."""
+    chunk = mtype + b"F" + size.to_bytes(4, "little") + bytes(size - 8)
+    h = replay("opcua", [(1 if mtype == b"HEL" else 0, chunk)])
+    assert failures(h) == CLEAN
+    [event] = h.events
+    assert event.action == "opcua-malformed-chunk"
+    assert event.anomalies == ("opcua.truncated",)
