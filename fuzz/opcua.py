@@ -5,14 +5,15 @@ Run: `python fuzz/opcua.py fuzz/corpus/opcua -atheris_runs=1000000` (see fuzz/RE
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     from driver import run
 
-    from otsentry.dissectors.opcua import SPEC
+    SPEC = importlib.import_module("otsentry.dissectors.opcua").SPEC
 
 
 def test_one_input(data: bytes) -> None:

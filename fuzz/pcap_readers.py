@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     from otsentry.capture.base import CaptureError

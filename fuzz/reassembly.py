@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     from otsentry.flow.reassembly import ReassemblyStats, TcpStream

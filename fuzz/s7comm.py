@@ -5,14 +5,15 @@ Run: `python fuzz/s7comm.py fuzz/corpus/s7comm -atheris_runs=1000000` (see fuzz/
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     from driver import run
 
-    from otsentry.dissectors.s7comm import SPEC
+    SPEC = importlib.import_module("otsentry.dissectors.s7comm").SPEC
 
 
 def test_one_input(data: bytes) -> None:
