@@ -16,7 +16,7 @@ from otsentry.capture import CaptureError, open_capture
 from tests.conftest import LAB_PCAPS
 
 SETTINGS = settings(
-    max_examples=120,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

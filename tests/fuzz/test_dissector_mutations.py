@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from .replay import LAB, failures, lab_conversations, replay
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BOUNDARY = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
 
 

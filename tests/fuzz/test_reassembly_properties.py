@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from otsentry.flow.reassembly import ReassemblyStats, TcpStream
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MASK = 0xFFFFFFFF
 
 
