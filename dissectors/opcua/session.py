@@ -3,6 +3,7 @@ request/response pairing, security posture, resynchronisation."""
 
 from __future__ import annotations
 
+import re
 from hashlib import sha1
 from struct import Struct
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,17 @@ _TRUNCATED = ("opcua.truncated",)
 _NON_OPCUA = ("opcua.non_opcua_payload",)
 _MAX_STRING = 4096
 _PDU_BATCH = 256
+
+
+#: where a chunk header may start: a message type followed by a chunk type (a lookahead, so
+#: candidates may overlap); resync tests only these offsets instead of every byte
+_CANDIDATE = re.compile(
+    b"(?=(?:"
+    + b"|".join(sorted(MESSAGE_TYPES))
+    + b")["
+    + bytes(sorted(CHUNK_TYPES))
+    + b"])"
+)
 
 
 def _plausible(data: Buffer, pos: int) -> bool:
@@ -530,8 +542,10 @@ class OpcUaSession:
     def _resync(self, data: Buffer, start: int, from_client: bool, ts: int) -> int:
         """Skip to the next plausible chunk header followed by another (or by the end)."""
         n = len(data)
-        pos = start
-        while pos + HEADER_LEN <= n:
+        for candidate in _CANDIDATE.finditer(data, start):
+            pos = candidate.start()
+            if pos + HEADER_LEN > n:
+                break
             if _plausible(data, pos):
                 nxt: int = pos + HEADER.unpack_from(data, pos)[2]
                 if nxt + HEADER_LEN > n or _plausible(data, nxt):
@@ -543,7 +557,6 @@ class OpcUaSession:
                     self.dirs[from_client].resync = False
                     self._flush_junk(from_client)
                     return self.parse(data, start, from_client, ts)
-            pos += 1
         return self.junk.skip_to_tail(from_client, start, n, HEADER_LEN)
 
     def _flush_junk(self, from_client: bool) -> None:
