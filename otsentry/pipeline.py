@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -99,6 +99,20 @@ def load_rules(
     return RuleEngine.load(sources, builtin=with_builtin, disabled=detection.disabled_rules)
 
 
+def ndjson_streams(config: Config) -> list[Stream]:
+    """The streams the config's ``outputs`` writes to local NDJSON files."""
+    out = config.outputs
+    wanted = {Stream.EVENTS: out.events, Stream.ALERTS: out.alerts, Stream.ASSETS: out.assets}
+    return [s for s, on in wanted.items() if on]
+
+
+def write_stats_file(path: Path, stats: Mapping[str, Any]) -> None:
+    """A stats file replaced atomically (readers never see half of it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 @dataclass(slots=True)
 class RunCounters:
     """What a run counted, outside the flow table and decoder."""
@@ -147,7 +161,7 @@ class Pipeline:
         self.inventory = Inventory()
         #: actions that tell the inventory something about a host's role
         self.role_actions = self.inventory.ROLE_ACTIONS
-        self.ndjson = NdjsonSink(out_dir, self._streams(config), append=append)
+        self.ndjson = NdjsonSink(out_dir, ndjson_streams(config), append=append)
         self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
         #: sinks that take protocol events (documents are built only for them)
         self.event_sinks = [s for s in self.sinks if s.wants(Stream.EVENTS)]
@@ -196,12 +210,6 @@ class Pipeline:
         #: adds what the pipeline does not know to every stats snapshot (the live sensor's
         #: capture counters and its own state)
         self.stats_extra: Callable[[dict[str, Any]], None] | None = None
-
-    @staticmethod
-    def _streams(config: Config) -> list[Stream]:
-        out = config.outputs
-        wanted = {Stream.EVENTS: out.events, Stream.ALERTS: out.alerts, Stream.ASSETS: out.assets}
-        return [s for s, on in wanted.items() if on]
 
     # -- the hot loop -----------------------------------------------------------------------
     def run(self, frames: Iterable[Frame], progress: Callable[[], None] | None = None) -> None:
@@ -411,10 +419,7 @@ class Pipeline:
 
     def write_stats(self, stats: dict[str, Any]) -> None:
         """``stats.json`` in the output directory, replaced atomically (readers never see half)."""
-        path = self.out_dir / "stats.json"
-        tmp = path.with_name(".stats.json.tmp")
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_stats_file(self.out_dir / "stats.json", stats)
 
     def send_stats(self, stats: dict[str, Any]) -> None:
         """A stats document to the sinks that take them (the clusters' metrics stream)."""

@@ -32,6 +32,7 @@ import orjson
 from otsentry.assets.identity import device_fields
 from otsentry.config import Config
 from otsentry.ecs import DocumentIds, iso_time, observer_doc, stats_doc
+from otsentry.pipeline import ndjson_streams, write_stats_file
 from otsentry.sinks.interface import Sink, Stream
 
 log = logging.getLogger("otsentry.workers")
@@ -223,9 +224,7 @@ class Supervisor:
         from otsentry.sinks.ndjson import NdjsonSink
 
         self._pids = [pid for pid, _ in children]
-        out = self.config.outputs
-        wanted = {Stream.EVENTS: out.events, Stream.ALERTS: out.alerts, Stream.ASSETS: out.assets}
-        self.ndjson = NdjsonSink(self.out_dir, [s for s, on in wanted.items() if on], append=True)
+        self.ndjson = NdjsonSink(self.out_dir, ndjson_streams(self.config), append=True)
         try:
             self.clusters = cluster_sinks(self.config, self.out_dir, es, opensearch)
         except BaseException:
@@ -319,11 +318,11 @@ class Supervisor:
         for sink in self.sinks:
             sink.close()
         stats["outputs"] = {sink.name: sink.as_dict() for sink in self.clusters}
-        _write_json(self.out_dir / "stats.json", stats)
+        write_stats_file(self.out_dir / "stats.json", stats)
 
     def _write_stats(self, state: str) -> None:
         stats = self.stats(state)
-        _write_json(self.out_dir / "stats.json", stats)
+        write_stats_file(self.out_dir / "stats.json", stats)
         for sink in self.clusters:
             sink.write(Stream.STATS, stats_doc(stats, self.observer, self.ids, time.time_ns()))
 
@@ -351,12 +350,6 @@ class Supervisor:
 def _exit_code(pid: int) -> int:
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
-
-
-def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-    os.replace(tmp, path)
 
 
 #: stats fields that are a moment's value or a maximum, not a count to add up

@@ -137,10 +137,8 @@ class Spool:
                 start = cursor[1] if cursor is not None and cursor[0] == seg else 0
                 if cursor is not None and seg < cursor[0]:
                     continue
-                with open(path, "rb") as f:
-                    f.seek(start)
-                    count += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-            self._pending[stream] = count // 2
+                count += _records_from(path, start)
+            self._pending[stream] = count
 
     @staticmethod
     def _read_cursor(d: Path) -> tuple[str, int] | None:
@@ -243,9 +241,7 @@ class Spool:
     def _documents_after_cursor(self, stream: str, seg: str) -> int:
         cursor = self._cursors.get(stream)
         start = cursor[1] if cursor is not None and cursor[0] == seg else 0
-        with open(self.root / stream / seg, "rb") as f:
-            f.seek(start)
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) // 2
+        return _records_from(self.root / stream / seg, start)
 
     def _segment_full(self, stream: str, size: int) -> bool:
         """Whether a record of ``size`` bytes needs a new segment (or there is none open)."""
@@ -412,6 +408,13 @@ class Spool:
             "rejected": self.rejected,
             "streams": {s: n for s, n in sorted(self._pending.items()) if n},
         }
+
+
+def _records_from(path: Path, start: int) -> int:
+    """Documents in a segment from byte ``start`` on (two lines each: action, document)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) // 2
 
 
 def iter_rejected(root: Path) -> Iterator[dict[str, Any]]:
