@@ -299,12 +299,21 @@ class Supervisor:
             for line in lines:
                 merge_asset(self.assets, orjson.loads(line))
             return
+        if stream is Stream.EVENTS:
+            # the bulk: the lines go to the file as they came; parsed only for the clusters
+            self.ndjson.write_lines(stream, payload)
+            clusters = [c for c in self.clusters if c.wants(stream)]
+            if clusters:
+                for line in lines:
+                    doc = orjson.loads(line)
+                    for cluster in clusters:
+                        cluster.write(stream, doc)
+            return
         for line in lines:
             doc = orjson.loads(line)
-            if stream is Stream.ALERTS:
-                evidence = doc.get("otsentry", {}).get("evidence")
-                if isinstance(evidence, dict) and evidence.get("pcap"):
-                    evidence["pcap"] = f"workers/{worker}/{evidence['pcap']}"
+            evidence = doc.get("otsentry", {}).get("evidence")
+            if isinstance(evidence, dict) and evidence.get("pcap"):
+                evidence["pcap"] = f"workers/{worker}/{evidence['pcap']}"
             for sink in self.sinks:
                 sink.write(stream, doc)
 

@@ -3,7 +3,6 @@ them), merged by the supervisor: the same hosts, events and counts as one proces
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import Counter
@@ -16,8 +15,9 @@ import pytest
 from otsentry.capture import open_capture
 from otsentry.config import Config
 from otsentry.decode import K_DPORT, K_DST, K_SPORT, K_SRC, P_KEY
-from otsentry.pipeline import Pipeline
+from otsentry.pipeline import Pipeline, ndjson_streams
 from otsentry.sinks.interface import Stream
+from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import decoder_for
 from otsentry.workers import PipeSink, Supervisor, merge_asset, merge_stats
 from tests.conftest import LAB_PCAPS
@@ -146,22 +146,19 @@ def test_pipe_frames_reach_the_supervisor_and_evidence_paths_name_the_worker(
     writer = threading.Thread(target=worker)
     writer.start()
     supervisor = Supervisor(Config(), tmp_path, None)
-    written: list[tuple[Stream, dict[str, Any]]] = []
-
-    class Collect:
-        def write(self, stream: Stream, doc: dict[str, Any]) -> None:
-            written.append((stream, doc))
-
-    supervisor.sinks = [Collect()]  # type: ignore[list-item]
+    supervisor.ndjson = NdjsonSink(tmp_path, ndjson_streams(Config()))
+    supervisor.clusters = []
+    supervisor.sinks = [supervisor.ndjson]
     buffer = bytearray()
     while chunk := os.read(read_fd, 1 << 16):
         buffer += chunk
         supervisor._dispatch(3, buffer)
     os.close(read_fd)
     writer.join()
+    supervisor.ndjson.close()
     assert not buffer
-    events = [d for s, d in written if s is Stream.EVENTS]
+    events = docs(tmp_path / "events.ndjson")
     assert [d["n"] for d in events] == list(range(3000))
-    (got,) = [d for s, d in written if s is Stream.ALERTS]
+    (got,) = docs(tmp_path / "alerts.ndjson")
     assert got["otsentry"]["evidence"]["pcap"] == "workers/3/evidence/x.pcap"
-    assert json.dumps(got)
+    assert supervisor.ndjson.counts[Stream.EVENTS] == 3000

@@ -56,6 +56,14 @@ class NdjsonSink:
         f.write(orjson.dumps(doc, default=str, option=_LINE))
         self.counts[stream] += 1
 
+    def write_lines(self, stream: Stream, lines: bytes) -> None:
+        """Append documents already serialised as NDJSON lines (each ending in a newline)."""
+        f = self._files.get(stream)
+        if f is None:
+            return
+        f.write(lines)
+        self.counts[stream] += lines.count(b"\n")
+
     def flush(self) -> None:
         """Flush every file."""
         for f in self._files.values():
