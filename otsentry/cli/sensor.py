@@ -140,7 +140,6 @@ def run_one(
     opensearch: str | None,
     user: str | None,
     quiet: bool,
-    fanout_group: int | None = None,
 ) -> int:
     """One capture process: open the sockets, drop privileges, run until stopped."""
     from otsentry.capture.live import LiveCapture, LiveCaptureError, LiveOptions, drop_privileges
@@ -148,9 +147,7 @@ def run_one(
     from otsentry.sensor import Sensor
 
     try:
-        capture = LiveCapture(
-            LiveOptions(interfaces=options.interfaces, bpf=options.bpf, fanout_group=fanout_group)
-        )
+        capture = LiveCapture(LiveOptions(interfaces=options.interfaces, bpf=options.bpf))
     except LiveCaptureError as exc:
         error(exc)
         return 2
