@@ -278,14 +278,14 @@ class ClusterSink:
 
     def _send(self, items: list[SpoolItem], *, resend: bool = False) -> list[SpoolItem]:
         """Bulk-create ``items``; return those to keep for later (in their original order)."""
-        ingested = _now_iso()
+        ingested = _now_iso() if resend else None
         pending: dict[str, list[SpoolItem]] = {}
         order: list[SpoolItem] = []
         for item in items:
             pending.setdefault(item.doc_id, []).append(item)
             order.append(item)
         keep: set[int] = set()
-        actions = (self._action(item, ingested if resend else None) for item in items)
+        actions = (self._action(item, ingested) for item in items)
         self.stats.bulk_requests += 1
         try:
             for ok, result in self.client.streaming_bulk(
