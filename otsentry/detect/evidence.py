@@ -1,12 +1,14 @@
 """Evidence pcaps: the triggering flow's packets around each alert, in a small capture file.
 
 The pipeline appends every frame, as the reader yields it, to a ring of the most recent frames
-(``ring``: a bounded deque; the frames are immutable bytes, so holding them costs no copy). When
-an alert's trigger is seen, :meth:`EvidenceRecorder.start` picks the flow's last packets from
-the ring by decoding ring frames (with a decoder of its own) and comparing the 5-tuple and VLAN;
-the packets that follow are collected on the pipeline's periodic :meth:`advance` until enough
-have passed, and the file is written then (or at :meth:`finish`). Nothing here runs per packet
-except the append.
+(``ring``: a bounded deque; the frames are immutable bytes, so holding them costs no copy), and
+the decoder's result for it (None when it did not decode) to ``decoded``, a ring of the same
+length. When an alert's trigger is seen, :meth:`EvidenceRecorder.start` picks the flow's last
+packets from the ring by their flow keys (5-tuple and VLAN); the packets that follow are
+collected on the pipeline's periodic :meth:`advance` — one pass over the new packets for every
+waiting capture, a dict lookup each — until enough have passed, and the file is written then (or
+at :meth:`finish`). Nothing here runs per packet except the two appends. A caller that fills only
+``ring`` (``decoded`` stays shorter) gets the frames decoded here, by a decoder of its own.
 
 Files are classic pcap (microsecond timestamps unless a frame needs nanoseconds) with the
 frames' own link type; a flow whose frames came with several link types gets one file per
@@ -21,7 +23,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from hashlib import sha1
 from itertools import islice
@@ -46,7 +48,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 #: (packet number, frame)
 Numbered = tuple[int, Frame]
-DecodeFn = Callable[[int, bytes, int], Any]
 
 
 def _packed(ip: str) -> bytes:
@@ -114,17 +115,11 @@ class _Capture:
     #: an ARP alert: the frames are the ARP packets naming the client (sender) address
     arp: bool = False
 
-    def holds(self, frame: Frame, decode: DecodeFn) -> tuple[bool, int]:
-        """Whether ``frame`` belongs to this evidence, and its TCP flags (0 when not TCP)."""
-        data = frame[2]
+    def holds(self, frame: Frame, pkt: Any) -> bool:
+        """Whether ``frame`` (``pkt`` its decoder result) belongs to this evidence."""
         if self.arp:
-            return arp_mentions(frame[1], data, self.client), 0
-        if self.client not in data or self.server not in data:
-            return False, 0  # a byte search rules out most frames before any decoding
-        pkt = decode(frame[1], data, frame[0])
-        if pkt is None or pkt[0] not in self.keys:
-            return False, 0
-        return True, pkt[1]
+            return arp_mentions(frame[1], frame[2], self.client)
+        return pkt is not None and pkt[0] in self.keys
 
 
 @dataclass(slots=True)
@@ -165,6 +160,8 @@ class EvidenceRecorder:
     #: packet time after the trigger (seconds) beyond which a capture is written with what it has
     wait: float = 60.0
     ring: deque[Frame] = field(init=False)
+    #: the decoder's result for each frame of ``ring`` (None: not decoded), appended beside it
+    decoded: deque[Any] = field(init=False)
     stats: EvidenceStats = field(init=False, default_factory=EvidenceStats)
     _decoder: Decoder = field(init=False, default_factory=Decoder)
     _pending: dict[str, _Capture] = field(init=False, default_factory=dict)
@@ -173,6 +170,7 @@ class EvidenceRecorder:
 
     def __post_init__(self) -> None:
         self.ring = deque(maxlen=self.ring_packets)
+        self.decoded = deque(maxlen=self.ring_packets)
         self._wait_ns = round(self.wait * 1e9)
 
     @property
@@ -221,60 +219,92 @@ class EvidenceRecorder:
         ``ts``); write the captures that are complete or have waited long enough."""
         if not self._pending:
             return
-        done: list[str] = []
-        for name, cap in self._pending.items():
-            self._after(cap, packet_no)
-            if cap.after_found >= cap.after_wanted or ts - cap.trigger_ts >= self._wait_ns:
-                done.append(name)
+        self._collect(packet_no)
+        done = [
+            name
+            for name, cap in self._pending.items()
+            if cap.after_found >= cap.after_wanted or ts - cap.trigger_ts >= self._wait_ns
+        ]
         for name in done:
             self._write(self._pending.pop(name))
 
     def finish(self, packet_no: int) -> None:
         """Write every waiting capture with the packets seen up to ``packet_no``."""
+        self._collect(packet_no)
         while self._pending:
-            cap = self._pending.pop(next(iter(self._pending)))
-            self._after(cap, packet_no)
-            self._write(cap)
+            self._write(self._pending.pop(next(iter(self._pending))))
 
     # -- selection ---------------------------------------------------------------------------
+
+    def _packets(self, have: int) -> Iterable[tuple[Frame, Any]]:
+        """The last ``have`` frames of the ring (at most its length) with their decoder results,
+        oldest first."""
+        ring = self.ring
+        skip = len(ring) - have
+        if len(self.decoded) == len(ring):
+            return zip(islice(ring, skip, None), islice(self.decoded, skip, None), strict=True)
+        decode = self._decoder.decode
+        return ((f, decode(f[1], f[2], f[0])) for f in islice(ring, skip, None))
 
     def _before(self, cap: _Capture, packet_no: int) -> list[Numbered]:
         """The flow's last ``packets_before`` + 1 frames up to ``packet_no``, oldest first (the
         scan back stops early at the client's SYN: nothing of the flow comes before it)."""
         want = self.packets_before + 1
         found: list[Numbered] = []
-        decode = self._decoder.decode
+        ring = self.ring
+        if len(self.decoded) == len(ring):
+            pairs: Iterable[tuple[Frame, Any]] = zip(
+                reversed(ring), reversed(self.decoded), strict=True
+            )
+        else:
+            decode = self._decoder.decode
+            pairs = ((f, decode(f[1], f[2], f[0])) for f in reversed(ring))
         back = -1
-        for frame in reversed(self.ring):
+        for frame, pkt in pairs:
             back += 1
-            held, flags = cap.holds(frame, decode)
-            if not held:
+            if not cap.holds(frame, pkt):
                 continue
             found.append((packet_no - back, frame))
+            flags = pkt[1] if pkt is not None else 0
             if len(found) >= want or (flags & SYN and not flags & ACK):
                 break
         found.reverse()
         return found
 
-    def _after(self, cap: _Capture, packet_no: int) -> None:
-        """Add the flow's frames numbered ``cap.scanned_to`` + 1 … ``packet_no``."""
-        new = packet_no - cap.scanned_to
-        if new <= 0 or cap.after_found >= cap.after_wanted:
-            cap.scanned_to = max(cap.scanned_to, packet_no)
-            return
-        ring = self.ring
-        have = min(new, len(ring))
-        number = packet_no - have
-        decode = self._decoder.decode
-        for frame in islice(ring, len(ring) - have, None):
-            number += 1
-            if not cap.holds(frame, decode)[0]:
+    def _collect(self, packet_no: int) -> None:
+        """Add to every waiting capture its flow's frames after the packets it has looked at,
+        up to ``packet_no``: one pass over the new packets, a dict lookup each."""
+        by_key: dict[FlowKey, list[_Capture]] = {}
+        arp: list[_Capture] = []
+        first = packet_no
+        for cap in self._pending.values():
+            if cap.after_found >= cap.after_wanted or cap.scanned_to >= packet_no:
+                cap.scanned_to = max(cap.scanned_to, packet_no)
                 continue
-            cap.frames.append((number, frame))
-            cap.after_found += 1
-            if cap.after_found >= cap.after_wanted:
-                break
-        cap.scanned_to = packet_no
+            first = min(first, cap.scanned_to)
+            if cap.arp:
+                arp.append(cap)
+            else:
+                for key in cap.keys:
+                    by_key.setdefault(key, []).append(cap)
+        if first >= packet_no:
+            return
+        have = min(packet_no - first, len(self.ring))
+        number = packet_no - have
+        get = by_key.get
+        for frame, pkt in self._packets(have):
+            number += 1
+            caps = get(pkt[0]) if pkt is not None else None
+            if caps is None and arp:
+                caps = [c for c in arp if c.holds(frame, pkt)]
+            if not caps:
+                continue
+            for cap in caps:
+                if number > cap.scanned_to and cap.after_found < cap.after_wanted:
+                    cap.frames.append((number, frame))
+                    cap.after_found += 1
+        for cap in self._pending.values():
+            cap.scanned_to = max(cap.scanned_to, packet_no)
 
     # -- files -------------------------------------------------------------------------------
 
