@@ -7,6 +7,7 @@ matching, flows ending, alert windows, stats) happens far less often than packet
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from otsentry.ecs import (
     alert_doc,
     asset_doc,
     event_doc,
+    event_line,
     iso_time,
     observer_doc,
     stats_doc,
@@ -38,12 +40,23 @@ from otsentry.ecs import (
 from otsentry.flow.table import Flow
 from otsentry.model import Alert, Event
 from otsentry.netevents import NetworkEvents
-from otsentry.sinks.interface import ReportingSink, Sink, Stream
+from otsentry.sinks.interface import LineSink, ReportingSink, Sink, Stream
 from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import configured_registry, decoder_for, flow_table_for
 
 SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
 _PROGRESS_EVERY = 32_768  # packets between progress callbacks (and alert/evidence ticks)
+
+
+#: collector thresholds while a pipeline exists: per-packet objects are freed by reference
+#: counting, and only flows (flow, context and dissector refer to each other) form cycles, so
+#: generation 0 need not be scanned every 700 allocations (the default)
+_GC_THRESHOLD = (10_000, 20, 10)
+
+
+def _tune_gc() -> None:
+    if gc.get_threshold()[0] < _GC_THRESHOLD[0]:
+        gc.set_threshold(*_GC_THRESHOLD)
 
 
 class Matcher(Protocol):
@@ -151,6 +164,7 @@ class Pipeline:
         ``detection.builtin_rules``; ``engine`` replaces the engine they would build. A broken
         rule file raises ``otsentry.detect.loader.RuleError``. ``append`` adds to existing NDJSON
         files instead of starting them empty (the live sensor)."""
+        _tune_gc()
         self.config = config
         self.out_dir = out_dir
         self.registry = configured_registry(config, decode_as, registry)
@@ -165,6 +179,10 @@ class Pipeline:
         self.sinks: list[Sink] = [self.ndjson, *(sinks or ())]
         #: sinks that take protocol events (documents are built only for them)
         self.event_sinks = [s for s in self.sinks if s.wants(Stream.EVENTS)]
+        #: of those, the ones taking ready NDJSON lines (``write_lines``) and the ones taking
+        #: documents: a line is serialised without building the document
+        self._line_sinks: list[LineSink] = [s for s in self.event_sinks if isinstance(s, LineSink)]
+        self._doc_sinks = [s for s in self.event_sinks if not isinstance(s, LineSink)]
         self.table = flow_table_for(
             config,
             self.registry,
@@ -320,9 +338,13 @@ class Pipeline:
             self._identify(event)
         if event.action in self.role_actions:
             self.inventory.observe_event(event)
-        if self.event_sinks:
+        if self._line_sinks:
+            line = event_line(event, self.observer, self.ids)
+            for line_sink in self._line_sinks:
+                line_sink.write_lines(Stream.EVENTS, line)
+        if self._doc_sinks:
             doc = event_doc(event, self.observer, self.ids)
-            for sink in self.event_sinks:
+            for sink in self._doc_sinks:
                 sink.write(Stream.EVENTS, doc)
         match = self._match
         if match is not None:

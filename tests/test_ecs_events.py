@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from otsentry.ecs import DocumentIds, _common, alert_doc, event_doc, observer_doc
+import pytest
+
+import otsentry.ecs
+from otsentry.capture import open_capture
+from otsentry.config import Config
+from otsentry.ecs import DocumentIds, _common, alert_doc, event_doc, event_line, observer_doc
 from otsentry.model import Alert, AlertKind, Conn, Direction, Envelope, Event, Technique
 from otsentry.sinks.ndjson import ndjson_line
 
@@ -68,6 +73,38 @@ def test_ndjson_line_is_the_document_as_json() -> None:
 
 
 # -- alert documents ---------------------------------------------------------------------------
+
+
+def _lab_events(tmp_path: Any) -> list[Event]:
+    from pathlib import Path
+
+    from otsentry.pipeline import Pipeline
+
+    got: list[Event] = []
+    root = Path(__file__).parent.parent / "pcaps"
+    for path in sorted(root.glob("*.pcap")):
+        pipeline = Pipeline(Config(), tmp_path / path.stem)
+        pipeline.table.on_event = got.append
+        with open_capture(path) as reader:
+            pipeline.run(reader)
+        pipeline.finish()
+    return got
+
+
+def test_event_line_is_the_event_document_byte_for_byte(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otsentry.ecs, "now_iso", lambda: "2026-01-01T00:00:00.000000Z")
+    lab = _lab_events(tmp_path)
+    assert {e.envelope.protocol for e in lab} == {"modbus", "s7comm", "opcua"}
+    for batch in (events(), lab):
+        doc_ids, line_ids = DocumentIds("plant1"), DocumentIds("plant1")
+        for ev in batch:
+            # the same conn object twice in a row: the second line comes from the cache
+            for _ in range(2):
+                assert event_line(ev, OBSERVER, line_ids) == ndjson_line(
+                    event_doc(ev, OBSERVER, doc_ids)
+                )
 
 
 def rule_alert(**changes: Any) -> Alert:

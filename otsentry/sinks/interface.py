@@ -45,3 +45,13 @@ class ReportingSink(Sink, Protocol):
     def as_dict(self) -> dict[str, Any]:
         """The sink's counters."""
         ...
+
+
+@runtime_checkable
+class LineSink(Sink, Protocol):
+    """A sink that also takes documents already serialised as NDJSON lines: the pipeline hands
+    protocol events to it as lines (``otsentry.ecs.event_line``), never building the document."""
+
+    def write_lines(self, stream: Stream, lines: bytes) -> None:
+        """Append documents serialised as NDJSON lines (each ending in a newline)."""
+        ...
