@@ -189,6 +189,25 @@ def _ns(namespace: int) -> str:
     return f"ns={namespace};" if namespace else ""
 
 
+#: text of the two-byte NodeIds (namespace 0, identifier 0-255)
+_TWO_BYTE_TEXT = tuple(f"i={ident}" for ident in range(256))
+
+
+def numeric_text(namespace: int, ident: int) -> str:
+    """A numeric NodeId's text, ``i=2258`` / ``ns=2;i=12`` (cached: a capture names few)."""
+    key = namespace << 32 | ident
+    text = _NUMERIC_TEXT.get(key)
+    if text is None:
+        if len(_NUMERIC_TEXT) >= 4096:
+            _NUMERIC_TEXT.clear()
+        text = _NUMERIC_TEXT[key] = f"ns={namespace};i={ident}" if namespace else f"i={ident}"
+    return text
+
+
+#: numeric NodeId text by ``namespace << 32 | identifier``
+_NUMERIC_TEXT: dict[int, str] = {}
+
+
 _I16 = I16.unpack_from
 _U16 = U16.unpack_from
 _I32 = I32.unpack_from
@@ -346,19 +365,27 @@ class Reader:
     # -- strings -----------------------------------------------------------------------------------
     def length(self) -> int:
         """A String / ByteString / array length: -1 (null) or what fits in the bytes left."""
-        n = self.int32()
-        if n < -1 or n > self.end - self.pos:
-            raise DecodeError(f"bad length {n} at offset {self.pos - 4 - self.base}")
+        at = self.pos
+        end = self.end
+        if at + 4 > end:
+            self.take(4)  # raises: truncated
+        n: int = _I32(self.data, at)[0]
+        self.pos = at = at + 4
+        if n < -1 or n > end - at:
+            raise DecodeError(f"bad length {n} at offset {at - 4 - self.base}")
         return n
 
     def string(self) -> str | None:
         """A UTF-8 String (None when null), kept to :data:`STRING_CAP` characters."""
         n = self.length()
-        if n < 0:
-            return None
-        at = self.take(n)
+        if n <= 0:
+            return None if n < 0 else ""
+        at = self.pos
+        self.pos = at + n  # length() checked the bytes are there
+        if n <= STRING_CAP:  # no more characters than bytes: nothing to cut
+            return self.data[at : at + n].decode("utf-8", "replace")
         raw = self.data[at : at + min(n, 4 * STRING_CAP)]
-        return bytes(raw).decode("utf-8", "replace")[:STRING_CAP]
+        return raw.decode("utf-8", "replace")[:STRING_CAP]
 
     def bytestring(self) -> bytes | None:
         """A ByteString, whole (None when null)."""
@@ -387,7 +414,12 @@ class Reader:
 
     # -- time, guid --------------------------------------------------------------------------------
     def datetime(self) -> str | None:
-        return ticks_to_iso(self.int64())
+        at = self.pos
+        if at + 8 > self.end:
+            self.take(8)  # raises: truncated
+        self.pos = at + 8
+        ticks: int = _I64(self.data, at)[0]
+        return ticks_to_iso(ticks) if ticks > 0 else None
 
     def guid(self) -> str:
         return guid_text(*GUID.unpack_from(self.data, self.take(16)))
@@ -419,6 +451,20 @@ class Reader:
 
     def nodeid(self) -> str:
         """A NodeId as text."""
+        data = self.data
+        at = self.pos
+        end = self.end
+        if at < end:  # numeric NodeIds whole in the bytes: text from the cache
+            mask = data[at]
+            if mask == 0 and at + 2 <= end:
+                self.pos = at + 2
+                return _TWO_BYTE_TEXT[data[at + 1]]
+            if mask == 1 and at + 4 <= end:
+                self.pos = at + 4
+                return numeric_text(data[at + 1], data[at + 2] | data[at + 3] << 8)
+            if mask == 2 and at + 7 <= end:
+                self.pos = at + 7
+                return numeric_text(*NUMERIC_NODEID.unpack_from(data, at + 1))
         at = self.take(1)
         mask = self.data[at]
         if mask & 0xF0:
@@ -429,8 +475,24 @@ class Reader:
     def numeric_nodeid(self) -> tuple[str, int | None]:
         """An ExpandedNodeId as text, and its number when it is numeric in namespace 0 on this
         server (as a service or data encoding id is)."""
+        data = self.data
         at = self.pos
-        mask = self.data[at] if at < self.end else 0
+        end = self.end
+        if at < end:  # numeric, no namespace URI, no server index, whole in the bytes
+            mask = data[at]
+            if mask == 0 and at + 2 <= end:
+                self.pos = at + 2
+                number = data[at + 1]
+                return _TWO_BYTE_TEXT[number], number
+            if mask == 1 and at + 4 <= end:
+                self.pos = at + 4
+                ns, number = data[at + 1], data[at + 2] | data[at + 3] << 8
+                return numeric_text(ns, number), None if ns else number
+            if mask == 2 and at + 7 <= end:
+                self.pos = at + 7
+                ns, number = NUMERIC_NODEID.unpack_from(data, at + 1)
+                return numeric_text(ns, number), None if ns else number
+        mask = data[at] if at < end else 0
         text = self.expanded_nodeid()
         number: int | None = None
         if not mask & (EXPANDED_NAMESPACE_URI | EXPANDED_SERVER_INDEX) and text.startswith("i="):
@@ -439,6 +501,8 @@ class Reader:
 
     def expanded_nodeid(self) -> str:
         """An ExpandedNodeId as text (``svr=`` and ``nsu=`` prefixes when flagged)."""
+        if self.pos < self.end and self.data[self.pos] <= 2:  # a plain numeric NodeId
+            return self.nodeid()
         at = self.take(1)
         mask = self.data[at]
         if mask & 0x30:
@@ -479,6 +543,17 @@ class Reader:
     def array_length(self) -> int:
         """An array's length (0 when null): at most :data:`MAX_ARRAY`, what the bytes allow and
         what is left of :data:`MAX_ELEMENTS`; the caller parses every element."""
+        at = self.pos
+        if at + 4 <= self.end:  # the common case: null, or a length that fits every limit
+            n: int = _I32(self.data, at)[0]
+            if n <= 0:
+                if n >= -1:
+                    self.pos = at + 4
+                    return 0
+            elif n <= MAX_ARRAY and n <= self.elements and n <= self.end - at - 4:
+                self.pos = at + 4
+                self.elements -= n
+                return n
         n = self.length()
         if n > MAX_ARRAY:
             raise DecodeError(
