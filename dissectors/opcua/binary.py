@@ -482,16 +482,16 @@ class Reader:
             mask = data[at]
             if mask == 0 and at + 2 <= end:
                 self.pos = at + 2
-                number = data[at + 1]
-                return _TWO_BYTE_TEXT[number], number
+                ident: int = data[at + 1]
+                return _TWO_BYTE_TEXT[ident], ident
             if mask == 1 and at + 4 <= end:
                 self.pos = at + 4
-                ns, number = data[at + 1], data[at + 2] | data[at + 3] << 8
-                return numeric_text(ns, number), None if ns else number
+                ns, ident = data[at + 1], data[at + 2] | data[at + 3] << 8
+                return numeric_text(ns, ident), None if ns else ident
             if mask == 2 and at + 7 <= end:
                 self.pos = at + 7
-                ns, number = NUMERIC_NODEID.unpack_from(data, at + 1)
-                return numeric_text(ns, number), None if ns else number
+                ns, ident = NUMERIC_NODEID.unpack_from(data, at + 1)
+                return numeric_text(ns, ident), None if ns else ident
         mask = data[at] if at < end else 0
         text = self.expanded_nodeid()
         number: int | None = None
