@@ -636,12 +636,10 @@ class Reader:
         ``status_name`` (Good when not encoded), ``source_timestamp``, ``server_timestamp``."""
         self.enter()
         mask = self.byte()
-        out: Record = {}
-        if mask & DV_VALUE:
-            out.update(self.variant())
-        code = self.status() if mask & DV_STATUS else 0
+        out: Record = self.variant() if mask & DV_VALUE else {}  # a new dict: ours to extend
+        code = self.uint32() if mask & DV_STATUS else 0
         out["status"] = code
-        out["status_name"] = status_name(code)
+        out["status_name"] = _GOOD if code == 0 else status_name(code)
         if mask & DV_SOURCE_TS:
             when = self.datetime()
             if when is not None:
@@ -662,6 +660,26 @@ class Reader:
         ``value`` (arrays as lists of at most the budget left, with ``array_length``;
         multi-dimensional ones flat, with ``dimensions``). A Null Variant is ``{"type": "Null"}``.
         """
+        data = self.data
+        at = self.pos
+        if at < self.end and self.depth < MAX_DEPTH:  # a fixed-size scalar: one unpack
+            kind = data[at]
+            fixed = _FIXED_SCALARS.get(kind)
+            if fixed is not None and at + fixed[1] < self.end:
+                name, size, unpack = fixed
+                self.pos = at + 1 + size
+                out: Record = {"type": name}
+                if self.budget > 0:
+                    self.budget -= 1
+                    value = unpack(data, at + 1)[0]
+                    out["value"] = json_float(value) if kind == 11 else value
+                else:
+                    self.truncated = True
+                return out
+        return self._variant()
+
+    def _variant(self) -> Record:
+        """:meth:`variant`, any type."""
         self.enter()
         mask = self.byte()
         kind = mask & _TYPE_MASK
@@ -710,6 +728,27 @@ class Reader:
             if self.keep():
                 values.append(value)
         return values
+
+
+#: Variant encoding byte of a fixed-size scalar → (type name, size, unpack); Float is left out
+#: (its value is rounded to the shortest decimal, see :func:`_float32`)
+_FIXED_SCALARS: dict[int, tuple[str, int, Callable[[Buffer, int], tuple[Any, ...]]]] = {
+    kind: (BUILTIN_TYPES[kind], struct.size, struct.unpack_from)
+    for kind, struct in (
+        (1, Struct("<?")),
+        (2, I8),
+        (3, Struct("<B")),
+        (4, I16),
+        (5, U16),
+        (6, I32),
+        (7, U32),
+        (8, I64),
+        (9, U64),
+        (11, F64),
+        (19, U32),
+    )
+}
+_GOOD = status_name(0)
 
 
 def _variant_value(r: Reader) -> Any:
