@@ -11,25 +11,33 @@ end. Evidence pcaps stay in ``workers/<n>/evidence/`` (the alerts name that path
 
 Baseline detection still works per segment: every worker checks its flows against the same
 baselines. Signals go to the supervisor, which passes SIGTERM/SIGINT and SIGHUP on.
+
+``otsentry replay --workers N`` uses the same pipes and supervisor (``ReplaySupervisor``): its
+workers read the captures themselves and keep their share of the host pairs
+(``otsentry.capture.split``); a worker's read errors come through the pipe so that the
+supervisor reports each one once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import logging
+import math
 import os
 import selectors
 import signal
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from otsentry.assets.identity import device_fields
+from otsentry.assets.inventory import MAX_LISTED_PEERS
 from otsentry.config import Config
 from otsentry.ecs import DocumentIds, iso_time, observer_doc, stats_doc
 from otsentry.pipeline import ndjson_streams, write_stats_file
@@ -40,7 +48,9 @@ log = logging.getLogger("otsentry.workers")
 _HEADER = struct.Struct("<BI")
 _KIND = {Stream.EVENTS: 1, Stream.ALERTS: 2, Stream.ASSETS: 3, Stream.STATS: 4}
 _STREAM = {v: k for k, v in _KIND.items()}
+_ERROR = 5  # not a document: a worker's error message, for the supervisor to report once
 _FLUSH_BYTES = 1 << 16
+_MAX_LISTED = 64  # values of a list-valued identity fact, as the inventory keeps them
 
 
 class PipeSink:
@@ -64,6 +74,21 @@ class PipeSink:
         if self._size >= _FLUSH_BYTES or stream is not Stream.EVENTS:
             self.flush()
 
+    def write_lines(self, stream: Stream, lines: bytes) -> None:
+        """Queue documents already serialised as NDJSON lines (each ending in a newline)."""
+        if not lines or stream not in self._streams:
+            return
+        self._buffers[stream].append(lines)
+        self._size += len(lines)
+        if self._size >= _FLUSH_BYTES or stream is not Stream.EVENTS:
+            self.flush()
+
+    def error(self, message: object) -> None:
+        """Send an error message now (the supervisor reports each distinct one once)."""
+        self.flush()
+        payload = str(message).encode("utf-8", "replace")
+        _write_all(self.fd, _HEADER.pack(_ERROR, len(payload)) + payload)
+
     def flush(self) -> None:
         """Send every buffered line (blocks while the supervisor is behind)."""
         for stream, lines in self._buffers.items():
@@ -80,6 +105,62 @@ class PipeSink:
         self.flush()
         os.close(self.fd)
         self.fd = -1
+
+
+#: the fields of a protocol record holding frame numbers
+_FRAME_FIELDS = ("request_frame", "response_frame")
+
+
+class CaptureFrameNumbers:
+    """A worker's sink that sees a share of a capture (``otsentry replay --workers``): frame
+    numbers in protocol records, counted among the worker's frames, become the capture's
+    (``numbers[n - 1]`` for the worker's n-th frame); the documents then go to ``sink``.
+
+    It takes documents only (no ``write_lines``): the numbers are rewritten before the
+    document is serialised."""
+
+    def __init__(self, sink: PipeSink, numbers: Sequence[int]) -> None:
+        self.sink = sink
+        self.numbers = numbers
+
+    def wants(self, stream: Stream) -> bool:
+        """The streams the worker's pipe takes."""
+        return self.sink.wants(stream)
+
+    def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
+        """Renumber the frames of an event or alert, and pass it on."""
+        if stream is Stream.EVENTS or stream is Stream.ALERTS:
+            doc = self.renumber(doc)
+        self.sink.write(stream, doc)
+
+    def renumber(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``doc`` with its records' frame numbers the capture's (a copy where they change)."""
+        sections = doc.get("otsentry")
+        if not isinstance(sections, Mapping):
+            return doc
+        numbers = self.numbers
+        changed: dict[str, Any] = {}
+        for name, section in sections.items():
+            if not isinstance(section, Mapping):
+                continue
+            found = {
+                key: numbers[value - 1]
+                for key in _FRAME_FIELDS
+                if isinstance(value := section.get(key), int) and 0 < value <= len(numbers)
+            }
+            if found:
+                changed[name] = {**section, **found}
+        if not changed:
+            return doc
+        return {**doc, "otsentry": {**sections, **changed}}
+
+    def flush(self) -> None:
+        """Send what the pipe sink holds."""
+        self.sink.flush()
+
+    def close(self) -> None:
+        """Close the pipe sink."""
+        self.sink.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -130,27 +211,39 @@ def run_workers(
         error(exc)
         return 2
     supervisor = Supervisor(config, out_dir, options, clusters)
+
+    def work(number: int, fd: int) -> int:
+        capture = captures[number]
+        for other in captures:
+            if other is not capture:
+                other.close()
+        return _worker(config, out_dir, options, number, capture, fd, supervisor)
+
+    children = fork_workers(len(captures), work)
+    for capture in captures:
+        capture.close()  # the workers hold their own references
+    return supervisor.run(children, es=es, opensearch=opensearch)
+
+
+def fork_workers(count: int, work: Callable[[int, int], int]) -> list[tuple[int, int]]:
+    """Fork ``count`` workers, each running ``work(number, pipe_fd)`` and exiting with its
+    result (1 if it raised); return their (pid, read end of their pipe), in worker order."""
     children: list[tuple[int, int]] = []
-    for number, capture in enumerate(captures):
+    for number in range(count):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_fd)
-            for other in captures:
-                if other is not capture:
-                    other.close()
             for _, fd in children:
                 os.close(fd)
             code = 1
             try:
-                code = _worker(config, out_dir, options, number, capture, write_fd, supervisor)
+                code = work(number, write_fd)
             finally:
                 os._exit(code)
         os.close(write_fd)
         children.append((pid, read_fd))
-    for capture in captures:
-        capture.close()  # the workers hold their own references
-    return supervisor.run(children, es=es, opensearch=opensearch)
+    return children
 
 
 def _worker(
@@ -164,20 +257,9 @@ def _worker(
 ) -> int:
     from otsentry.sensor import Sensor
 
-    local = dataclasses.replace(
-        config,
-        outputs=dataclasses.replace(
-            config.outputs,
-            events=False,
-            alerts=False,
-            assets=False,
-            elasticsearch=None,
-            opensearch=None,
-        ),
-    )
     sink = PipeSink(fd, supervisor.streams)
     sensor = Sensor(
-        local,
+        worker_config(config),
         out_dir / "workers" / str(number),
         dataclasses.replace(
             options, worker=number, stats_interval=min(options.stats_interval, 1.0)
@@ -193,6 +275,21 @@ def _worker(
     finally:
         sink.close()
     return 0
+
+
+def worker_config(config: Config) -> Config:
+    """A worker's configuration: no output of its own (the supervisor writes everything)."""
+    return dataclasses.replace(
+        config,
+        outputs=dataclasses.replace(
+            config.outputs,
+            events=False,
+            alerts=False,
+            assets=False,
+            elasticsearch=None,
+            opensearch=None,
+        ),
+    )
 
 
 class Supervisor:
@@ -211,27 +308,46 @@ class Supervisor:
             self.streams.add(Stream.EVENTS)
         self.worker_stats: dict[int, dict[str, Any]] = {}
         self.assets: dict[str, dict[str, Any]] = {}
+        #: reports a worker's error message, each distinct one once (default: logged)
+        self.on_error: Callable[[str], None] = log.error
+        self._errors: set[str] = set()
+        #: the merged stats written at the end
+        self.final_stats: dict[str, Any] | None = None
         self._pids: list[int] = []
         self._stop = False
         self.started = time.monotonic()
         self.started_wall = time.time_ns()
 
     def run(
-        self, children: list[tuple[int, int]], *, es: str | None, opensearch: str | None
+        self,
+        children: list[tuple[int, int]],
+        *,
+        es: str | None,
+        opensearch: str | None,
+        clusters: list[Any] | None = None,
+        append: bool = True,
     ) -> int:
-        """Until every worker closed its pipe: dispatch their documents; then merge and finish."""
+        """Until every worker closed its pipe: dispatch their documents; then merge and finish.
+
+        ``clusters``: cluster sinks opened before the fork (else they are opened here from
+        ``es``/``opensearch`` and the config); ``append``: add to existing NDJSON files (the
+        sensor) rather than start them empty (a replay)."""
         from otsentry.cli.replay import cluster_sinks
         from otsentry.sinks.ndjson import NdjsonSink
 
         self._pids = [pid for pid, _ in children]
-        self.ndjson = NdjsonSink(self.out_dir, ndjson_streams(self.config), append=True)
-        try:
-            self.clusters = cluster_sinks(self.config, self.out_dir, es, opensearch)
-        except BaseException:
-            self._signal(signal.SIGTERM)
-            raise
+        self.ndjson = NdjsonSink(self.out_dir, ndjson_streams(self.config), append=append)
+        if clusters is not None:
+            self.clusters = clusters
+        else:
+            try:
+                self.clusters = cluster_sinks(self.config, self.out_dir, es, opensearch)
+            except BaseException:
+                self._signal(signal.SIGTERM)
+                raise
         self.sinks: list[Sink] = [self.ndjson, *self.clusters]
-        self.observer = observer_doc(self.config.sensor.name, self.options.interfaces[0])
+        interfaces = getattr(self.options, "interfaces", None)
+        self.observer = observer_doc(self.config.sensor.name, interfaces[0] if interfaces else None)
         self.ids = DocumentIds(self.config.sensor.name)
         old = {
             sig: signal.signal(sig, self._relay)
@@ -287,7 +403,15 @@ class Supervisor:
                 return
             payload = bytes(buffer[_HEADER.size : end])
             del buffer[:end]
-            self._handle(worker, _STREAM[kind], payload)
+            if kind == _ERROR:
+                self._error(payload.decode("utf-8", "replace"))
+            else:
+                self._handle(worker, _STREAM[kind], payload)
+
+    def _error(self, message: str) -> None:
+        if message not in self._errors:
+            self._errors.add(message)
+            self.on_error(message)
 
     def _handle(self, worker: int, stream: Stream, payload: bytes) -> None:
         lines = payload.splitlines()
@@ -328,6 +452,7 @@ class Supervisor:
             sink.close()
         stats["outputs"] = {sink.name: sink.as_dict() for sink in self.clusters}
         write_stats_file(self.out_dir / "stats.json", stats)
+        self.final_stats = stats
 
     def _write_stats(self, state: str) -> None:
         stats = self.stats(state)
@@ -335,11 +460,16 @@ class Supervisor:
         for sink in self.clusters:
             sink.write(Stream.STATS, stats_doc(stats, self.observer, self.ids, time.time_ns()))
 
-    def stats(self, state: str) -> dict[str, Any]:
-        """The workers' latest counters summed, and the supervisor's own state."""
-        merged = merge_stats(list(self.worker_stats.values()))
+    def merged_stats(self) -> dict[str, Any]:
+        """The workers' latest counters summed, with the supervisor's assets and outputs."""
+        merged = merge_stats([self.worker_stats[n] for n in sorted(self.worker_stats)])
         merged["assets"] = len(self.assets) or merged.get("assets", 0)
         merged["outputs"] = {sink.name: sink.as_dict() for sink in getattr(self, "clusters", [])}
+        return merged
+
+    def stats(self, state: str) -> dict[str, Any]:
+        """The workers' latest counters summed, and the supervisor's own state."""
+        merged = self.merged_stats()
         sensor = merged.setdefault("sensor", {})
         sensor.update(
             {
@@ -353,6 +483,47 @@ class Supervisor:
                 "worker_pids": list(self._pids),
             }
         )
+        return merged
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ReplayOptions:
+    workers: int
+    stats_interval: float = math.inf  # stats.json once, at the end, as a single replay
+
+
+class ReplaySupervisor(Supervisor):
+    """The supervisor of ``otsentry replay --workers N``: writes the outputs once, at the end,
+    as a single-process replay does (stats.json with a ``workers`` section and no ``sensor``)."""
+
+    def __init__(
+        self, config: Config, out_dir: Path, workers: int, clusters: Iterable[Sink] = ()
+    ) -> None:
+        """``clusters``: the cluster sinks the replay sends to (opened before the fork)."""
+        super().__init__(config, out_dir, _ReplayOptions(workers))
+        if any(sink.wants(Stream.EVENTS) for sink in clusters):
+            self.streams.add(Stream.EVENTS)
+        #: whether a SIGINT/SIGTERM reached the supervisor (passed on to the workers)
+        self.interrupted = False
+
+    def _relay(self, signum: int, frame: Any) -> None:
+        if signum != signal.SIGHUP:
+            self.interrupted = True
+        super()._relay(signum, frame)
+
+    def stats(self, state: str) -> dict[str, Any]:
+        """The workers' counters summed; seconds and rate of the whole run."""
+        merged = self.merged_stats()
+        seconds = time.monotonic() - self.started
+        merged["seconds"] = round(seconds, 3)
+        merged["packets_per_second"] = round(merged.get("packets", 0) / seconds) if seconds else 0
+        workers = self.options.workers
+        merged["workers"] = {
+            "count": workers,
+            # each worker counts the frames it kept: these add up to the capture's frames
+            "packets": [self.worker_stats.get(n, {}).get("packets", 0) for n in range(workers)],
+            "state": state,
+        }
         return merged
 
 
@@ -419,6 +590,15 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def _ip_order(ip: str) -> tuple[int, bytes, str]:
+    """IPv4 before IPv6, numerically (the inventory's order of peers)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return (9, b"", ip)
+    return (address.version, address.packed, ip)
+
+
 def merge_asset(assets: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
     """Fold one worker's asset document into the one per host (IP)."""
     asset = doc["otsentry"]["asset"]
@@ -431,7 +611,8 @@ def merge_asset(assets: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
     a["packets"] += asset["packets"]
     a["bytes"] += asset["bytes"]
     a["first_seen"] = min(a["first_seen"], asset["first_seen"])
-    if asset["last_seen"] > a["last_seen"]:
+    later = asset["last_seen"] > a["last_seen"]
+    if later:
         a["last_seen"] = asset["last_seen"]
         have["@timestamp"] = doc["@timestamp"]
     for field in ("roles", "protocols", "client_protocols"):
@@ -447,13 +628,22 @@ def merge_asset(assets: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
     for item in asset["services"]:
         services.setdefault((item["transport"], item["port"], item["protocol"] or ""), item)
     a["services"] = [services[key] for key in sorted(services)]
-    peers = sorted(set(a["peers"]["ip"]) | set(asset["peers"]["ip"]))
+    peers = sorted(set(a["peers"]["ip"]) | set(asset["peers"]["ip"]), key=_ip_order)
     a["peers"] = {
         "count": max(len(peers), a["peers"]["count"], asset["peers"]["count"]),
-        "ip": peers,
+        "ip": peers[:MAX_LISTED_PEERS],
     }
     for protocol, facts in asset.get("identity", {}).items():
-        a.setdefault("identity", {}).setdefault(protocol, {}).update(facts)
+        have_facts = a.setdefault("identity", {}).setdefault(protocol, {})
+        for name, value in facts.items():
+            old = have_facts.get(name)
+            if isinstance(value, list) and isinstance(old, list):
+                # what accumulates (security modes used, …): every value either worker saw
+                more = [v for v in value if v not in old]
+                have_facts[name] = old + more[: max(0, _MAX_LISTED - len(old))]
+            elif old is None or later:
+                # a fact told twice: the host's more recent traffic has the last word
+                have_facts[name] = value
     for field in ("mac", "vendor", "vlan"):
         if a.get(field) is None and asset.get(field) is not None:
             a[field] = asset[field]

@@ -4,7 +4,9 @@ them), merged by the supervisor: the same hosts, events and counts as one proces
 from __future__ import annotations
 
 import os
+import struct
 import threading
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from otsentry.pipeline import Pipeline, ndjson_streams
 from otsentry.sinks.interface import Stream
 from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import decoder_for
-from otsentry.workers import PipeSink, Supervisor, merge_asset, merge_stats
+from otsentry.workers import CaptureFrameNumbers, PipeSink, Supervisor, merge_asset, merge_stats
 from tests.conftest import LAB_PCAPS
 
 CAPTURES = [LAB_PCAPS / "modbus_attacks.pcap", LAB_PCAPS / "s7comm_attacks.pcap"]
@@ -162,3 +164,101 @@ def test_pipe_frames_reach_the_supervisor_and_evidence_paths_name_the_worker(
     (got,) = docs(tmp_path / "alerts.ndjson")
     assert got["otsentry"]["evidence"]["pcap"] == "workers/3/evidence/x.pcap"
     assert supervisor.ndjson.counts[Stream.EVENTS] == 3000
+
+
+def test_ready_lines_and_errors_reach_the_supervisor(tmp_path: Path) -> None:
+    """``write_lines`` sends NDJSON lines as they are; an error message is reported once
+    however many workers send it."""
+    read_fd, write_fd = os.pipe()
+    sink = PipeSink(write_fd, {Stream.EVENTS, Stream.ALERTS, Stream.ASSETS})
+    lines = b"".join(b'{"event":{"id":"e%d"},"n":%d}\n' % (i, i) for i in range(2000))
+
+    def worker() -> None:
+        sink.write_lines(Stream.EVENTS, lines[: len(lines) // 3 + 7])  # not on a line boundary…
+        sink.write_lines(Stream.EVENTS, lines[len(lines) // 3 + 7 :])  # …as a whole they are
+        sink.error("a.pcap: offset 40: truncated record")
+        sink.write_lines(Stream.STATS, b"")  # nothing: nothing sent
+        sink.error("a.pcap: offset 40: truncated record")
+        sink.close()
+
+    writer = threading.Thread(target=worker)
+    writer.start()
+    supervisor = Supervisor(Config(), tmp_path, None)
+    reported: list[str] = []
+    supervisor.on_error = reported.append
+    supervisor.ndjson = NdjsonSink(tmp_path, ndjson_streams(Config()))
+    supervisor.clusters = []
+    supervisor.sinks = [supervisor.ndjson]
+    buffer = bytearray()
+    while chunk := os.read(read_fd, 1 << 16):
+        buffer += chunk
+        supervisor._dispatch(0, buffer)
+    os.close(read_fd)
+    writer.join()
+    supervisor.ndjson.close()
+    assert (tmp_path / "events.ndjson").read_bytes() == lines
+    assert supervisor.ndjson.counts[Stream.EVENTS] == 2000
+    assert reported == ["a.pcap: offset 40: truncated record"]
+
+
+def test_frame_numbers_become_the_captures() -> None:
+    read_fd, write_fd = os.pipe()
+    numbers = array("Q", [3, 8, 9, 20])
+    sink = CaptureFrameNumbers(PipeSink(write_fd, {Stream.ALERTS}), numbers)
+    assert not hasattr(sink, "write_lines")  # the pipeline hands it documents to renumber
+    event: dict[str, Any] = {
+        "event": {"action": "modbus-read-coils"},
+        "otsentry": {"modbus": {"request_frame": 2, "response_frame": 4, "unit_id": 1}},
+    }
+    sink.write(Stream.ALERTS, event)
+    sink.write(Stream.ALERTS, {"event": {"action": "x"}, "otsentry": {"network": {"state": 1}}})
+    sink.close()
+    data = b""
+    while chunk := os.read(read_fd, 1 << 16):
+        data += chunk
+    os.close(read_fd)
+    docs = []
+    while data:  # frames of (kind, size) and NDJSON lines
+        _kind, size = struct.unpack_from("<BI", data)
+        docs += [orjson.loads(line) for line in data[5 : 5 + size].splitlines()]
+        data = data[5 + size :]
+    assert docs[0]["otsentry"]["modbus"] == {
+        "request_frame": 8,
+        "response_frame": 20,
+        "unit_id": 1,
+    }
+    assert event["otsentry"]["modbus"]["request_frame"] == 2  # the caller's document unchanged
+    assert docs[1] == {"event": {"action": "x"}, "otsentry": {"network": {"state": 1}}}
+
+
+def test_merged_identity_lists_and_peers_as_the_inventory_keeps_them() -> None:
+    def asset(last: str, peers: list[str], modes: list[str], uri: str) -> dict[str, Any]:
+        return {
+            "@timestamp": last,
+            "otsentry": {
+                "asset": {
+                    "ip": "10.0.0.7",
+                    "packets": 1,
+                    "bytes": 10,
+                    "first_seen": "2026-01-01T00:00:00Z",
+                    "last_seen": last,
+                    "roles": [],
+                    "protocols": [],
+                    "client_protocols": [],
+                    "role_evidence": [],
+                    "services": [],
+                    "peers": {"count": len(peers), "ip": peers},
+                    "identity": {"opcua": {"security_used": modes, "application_uri": uri}},
+                }
+            },
+        }
+
+    assets: dict[str, dict[str, Any]] = {}
+    merge_asset(assets, asset("2026-01-01T00:00:09Z", ["10.0.0.66"], ["None", "Sign"], "new"))
+    merge_asset(assets, asset("2026-01-01T00:00:05Z", ["10.0.0.9"], ["Sign", "Basic"], "old"))
+    got = assets["10.0.0.7"]["otsentry"]["asset"]
+    assert got["identity"]["opcua"] == {
+        "security_used": ["None", "Sign", "Basic"],  # every value either side saw
+        "application_uri": "new",  # the host's more recent traffic has the last word
+    }
+    assert got["peers"] == {"count": 2, "ip": ["10.0.0.9", "10.0.0.66"]}  # numerically
