@@ -13,6 +13,7 @@ tags and the addresses with a few precompiled ``struct`` unpacks, and decodes no
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from struct import Struct
 
@@ -125,8 +126,13 @@ def frame_share(workers: int) -> Callable[[Frame], int]:
     return share
 
 
-def keep_share(frames: Iterable[Frame], worker: int, workers: int) -> Iterator[Frame]:
-    """The frames of ``frames`` that fall to ``worker`` of ``workers`` (all of them for one)."""
+def keep_share(
+    frames: Iterable[Frame], worker: int, workers: int, numbers: array[int] | None = None
+) -> Iterator[Frame]:
+    """The frames of ``frames`` that fall to ``worker`` of ``workers`` (all of them for one).
+
+    ``numbers``, when given, gets the number (from 1) of each kept frame among all of them:
+    the worker's n-th frame is the capture's ``numbers[n - 1]``."""
     if not 0 <= worker < workers:
         raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
     if workers == 1:
@@ -149,4 +155,34 @@ def keep_share(frames: Iterable[Frame], worker: int, workers: int) -> Iterator[F
             return worker == 0
         return (h * mix >> 32) % workers == worker
 
-    return filter(mine, frames)
+    if numbers is None:
+        return filter(mine, frames)
+    return _numbered(frames, worker, workers, numbers)
+
+
+def _numbered(
+    frames: Iterable[Frame], worker: int, workers: int, numbers: array[int]
+) -> Iterator[Frame]:
+    """``keep_share`` recording the kept frames' numbers (its test inlined: one call less)."""
+    etype: int
+    src: int
+    dst: int
+    keep = numbers.append
+    pair = host_pair_hash
+    ether_v4 = _ETHER_V4.unpack_from
+    mix = _MIX
+    number = 0
+    for frame in frames:
+        number += 1
+        _ts, linktype, data = frame
+        if linktype == LINKTYPE_ETHERNET and len(data) >= 34:
+            etype, src, dst = ether_v4(data)
+            if etype == _ETH_IPV4:
+                if ((src + dst) * mix >> 32) % workers == worker:
+                    keep(number)
+                    yield frame
+                continue
+        h = pair(linktype, data)
+        if (h * mix >> 32) % workers == worker if h is not None else worker == 0:
+            keep(number)
+            yield frame

@@ -1,15 +1,27 @@
-"""``otsentry replay``: capture files → events, alerts, assets and stats in the output directory."""
+"""``otsentry replay``: capture files → events, alerts, assets and stats in the output directory.
+
+With ``--workers N`` (N > 1) the captures are replayed by N forked processes, each keeping the
+frames of its share of the host pairs (``otsentry.capture.split``) and sending its documents to
+one supervisor (``otsentry.workers``) that writes the outputs. Everything that can fail on the
+command line or the configuration (rules, baselines, clusters, the output directory) is checked
+before the fork.
+"""
 
 from __future__ import annotations
 
 import json
+import signal
+from array import array
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
+from otsentry.capture.split import keep_share
 from otsentry.cli.options import (
     ConfigOption,
     DecodeAsOption,
@@ -20,11 +32,12 @@ from otsentry.cli.options import (
     settings,
 )
 from otsentry.cli.ui import ReplayProgress, console, error, print_summary
-from otsentry.config import Config, ConfigError
+from otsentry.config import Config, ConfigError, DecodeAs
 from otsentry.dissect.registry import UnknownProtocolError
-from otsentry.pipeline import Pipeline
+from otsentry.pipeline import Matcher, Pipeline
 
 if TYPE_CHECKING:
+    from otsentry.baseline.segment import SegmentBaseline
     from otsentry.sinks.cluster import ClusterSink
 
 
@@ -63,17 +76,51 @@ def replay(
     ] = None,
     es: EsOption = None,
     opensearch: OpenSearchOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes sharing the work by host pair (1: a single process).",
+        ),
+    ] = 1,
 ) -> None:
     """Replay captures through the sensor pipeline (no Elasticsearch needed).
 
     Writes events.ndjson, alerts.ndjson, assets.ndjson and stats.json to the output directory;
     with --es / --opensearch (or the config's outputs) also to a cluster, spooling to
-    DIR/spool/ whatever it cannot take. Exit codes: 0 ok, 1 a capture could not be read (output so far is kept), 2 usage/config
-    error (a broken rule file included).
+    DIR/spool/ whatever it cannot take. Exit codes: 0 ok, 1 a capture could not be read (output
+    so far is kept), 2 usage/config error (a broken rule file included).
+
+    With --workers N, N processes each read the captures and keep the traffic of their share of
+    the host pairs (every flow between two hosts, both directions, in one worker; frames that
+    are not IP in worker 0); one writer merges their documents, stats and assets. Documents come
+    in a different order; rules that correlate several host pairs (scans, sweeps) count within
+    one worker's share. Evidence pcaps are written under DIR/workers/N/evidence/. No progress bar.
     """
     cfg, decode_rules = settings(config, decode_as)
     out_dir = out if out is not None else cfg.outputs.dir
     paths = capture_paths(pcaps)
+    if workers > 1:
+        _replay_parallel(
+            cfg,
+            out_dir,
+            paths,
+            _Job(
+                workers=workers,
+                decode_as=decode_rules,
+                rules=list(rules or ()),
+                builtin_rules=False if no_builtin_rules else None,
+                keep_going=keep_going,
+            ),
+            baseline=baseline,
+            es=es,
+            opensearch=opensearch,
+            quiet=quiet,
+            json_out=json_out,
+        )
+        return
     from otsentry.detect.loader import RuleError  # with the rule engine, only when replaying
 
     sinks = cluster_sinks(cfg, out_dir, es, opensearch)
@@ -102,15 +149,20 @@ def replay(
         raise typer.Exit(2) from None
 
     if baseline is not None:
-        _use_baseline(pipeline, baseline, cfg.alerts.aggregation_window, quiet=quiet)
+        baselines = _load_baselines(baseline, quiet=quiet)
+        _use_baseline(pipeline, baselines, cfg.alerts.aggregation_window)
     failed = _replay_files(pipeline, paths, quiet=quiet, keep_going=keep_going)
     stats = pipeline.finish()
+    _report(stats, out_dir, quiet=quiet, json_out=json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _report(stats: dict[str, Any], out_dir: Path, *, quiet: bool, json_out: bool) -> None:
     if not quiet:
         print_summary(stats, out_dir)
     if json_out:
         typer.echo(json.dumps(stats))
-    if failed:
-        raise typer.Exit(1)
 
 
 def cluster_sinks(
@@ -135,9 +187,8 @@ def cluster_sinks(
         raise typer.Exit(2) from None
 
 
-def _use_baseline(pipeline: Pipeline, directory: Path, window: float, *, quiet: bool) -> None:
-    """Load the baselines (a broken one: exit 2) and let the pipeline check events against them."""
-    from otsentry.baseline.detector import Detector
+def _load_baselines(directory: Path, *, quiet: bool) -> Mapping[str, SegmentBaseline]:
+    """The baselines in ``directory`` (a broken one: exit 2), warning of thin ones."""
     from otsentry.baseline.store import BaselineError, load_dir
 
     try:
@@ -153,11 +204,31 @@ def _use_baseline(pipeline: Pipeline, directory: Path, window: float, *, quiet: 
                 f"little data ({escape(reasons)})",
                 soft_wrap=True,
             )
+    return baselines
+
+
+def _use_baseline(
+    pipeline: Pipeline, baselines: Mapping[str, SegmentBaseline], window: float
+) -> None:
+    """Let the pipeline check events against the baselines."""
+    from otsentry.baseline.detector import Detector
+
     pipeline.use_baseline(Detector(baselines, window=window, on_open=pipeline.evidence_for))
 
 
-def _replay_files(pipeline: Pipeline, paths: list[Path], *, quiet: bool, keep_going: bool) -> bool:
-    """Run the pipeline over the files; True when a capture could not be read."""
+def _replay_files(
+    pipeline: Pipeline,
+    paths: list[Path],
+    *,
+    quiet: bool,
+    keep_going: bool,
+    report: Callable[[object], None] = error,
+    share: tuple[int, int] = (0, 1),
+    numbers: array[int] | None = None,
+) -> bool:
+    """Run the pipeline over the files (the frames of worker ``share[0]`` of ``share[1]``,
+    their numbers in the capture added to ``numbers``); True when a capture could not be
+    read. ``report`` tells of each read error."""
     counters = pipeline.counters
     readers: list[CaptureReader] = []
     failed = False
@@ -166,7 +237,7 @@ def _replay_files(pipeline: Pipeline, paths: list[Path], *, quiet: bool, keep_go
         nonlocal failed
         failed = True
         counters.capture_errors.append(str(err))
-        error(err)
+        report(err)
 
     for path in paths:
         try:
@@ -179,10 +250,119 @@ def _replay_files(pipeline: Pipeline, paths: list[Path], *, quiet: bool, keep_go
     progress = ReplayProgress(readers, disabled=quiet)
     try:
         with progress:
-            pipeline.run(merge_frames(readers, keep_going, on_error), progress.update)
+            frames = keep_share(merge_frames(readers, keep_going, on_error), *share, numbers)
+            pipeline.run(frames, progress.update)
     except CaptureError:
         return True  # reported by on_error; everything before the damage was processed
     finally:
         for reader in readers:
             reader.close()
     return failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every worker of a parallel replay runs."""
+
+    workers: int
+    decode_as: list[DecodeAs]
+    rules: list[Path]
+    builtin_rules: bool | None
+    keep_going: bool
+    engine: Matcher | None = None
+    baselines: Mapping[str, SegmentBaseline] | None = None
+
+
+def _replay_parallel(
+    cfg: Config,
+    out_dir: Path,
+    paths: list[Path],
+    job: _Job,
+    *,
+    baseline: Path | None,
+    es: str | None,
+    opensearch: str | None,
+    quiet: bool,
+    json_out: bool,
+) -> None:
+    """``--workers N``: check everything, fork the workers, supervise them, report."""
+    from otsentry.detect.loader import RuleError
+    from otsentry.pipeline import load_rules
+    from otsentry.workers import ReplaySupervisor, fork_workers
+
+    try:
+        engine = load_rules(cfg, job.rules, job.builtin_rules)
+    except RuleError as exc:
+        error(exc)
+        raise typer.Exit(2) from None
+    baselines = _load_baselines(baseline, quiet=quiet) if baseline is not None else None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        error(f"cannot write to {out_dir}: {exc}")
+        raise typer.Exit(2) from None
+    sinks = cluster_sinks(cfg, out_dir, es, opensearch)
+    job = replace(job, engine=engine, baselines=baselines)
+    supervisor = ReplaySupervisor(cfg, out_dir, job.workers, sinks)
+    supervisor.on_error = error
+    children = fork_workers(
+        job.workers,
+        lambda number, fd: _replay_worker(cfg, out_dir, paths, job, number, fd, supervisor),
+    )
+    code = supervisor.run(children, es=None, opensearch=None, clusters=list(sinks), append=False)
+    if supervisor.interrupted:
+        raise typer.Exit(130)
+    stats = supervisor.final_stats
+    if stats is not None:
+        _report(stats, out_dir, quiet=quiet, json_out=json_out)
+    if code != 0:
+        raise typer.Exit(1)
+
+
+def _replay_worker(
+    cfg: Config,
+    out_dir: Path,
+    paths: list[Path],
+    job: _Job,
+    number: int,
+    fd: int,
+    supervisor: Any,
+) -> int:
+    """One worker of a parallel replay (a forked process): its share of the frames through
+    its own pipeline, the documents down the pipe; the exit code."""
+    from otsentry.workers import CaptureFrameNumbers, PipeSink, worker_config
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sink = PipeSink(fd, supervisor.streams)
+    numbers: array[int] = array("Q")  # the capture's number of each frame this worker keeps
+    try:
+        pipeline = Pipeline(
+            worker_config(cfg),
+            out_dir / "workers" / str(number),
+            decode_as=job.decode_as,
+            sinks=[CaptureFrameNumbers(sink, numbers)],
+            rules=job.rules,
+            builtin_rules=job.builtin_rules,
+            engine=job.engine,
+        )
+        if job.baselines is not None:
+            _use_baseline(pipeline, job.baselines, cfg.alerts.aggregation_window)
+        failed = _replay_files(
+            pipeline,
+            paths,
+            quiet=True,
+            keep_going=job.keep_going,
+            report=sink.error,
+            share=(number, job.workers),
+            numbers=numbers,
+        )
+        pipeline.finish()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a worker's failure is reported, once, by the supervisor
+        sink.error(f"worker {number}: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        sink.close()
+    return 1 if failed else 0
