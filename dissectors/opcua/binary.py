@@ -189,6 +189,9 @@ def _ns(namespace: int) -> str:
     return f"ns={namespace};" if namespace else ""
 
 
+#: NodeId encoding byte → size of the fixed-size encodings (two-byte, four-byte, numeric, Guid)
+_NODEID_SIZES = {0: 2, 1: 4, 2: 7, 4: 19}
+
 #: text of the two-byte NodeIds (namespace 0, identifier 0-255)
 _TWO_BYTE_TEXT = tuple(f"i={ident}" for ident in range(256))
 
@@ -472,6 +475,29 @@ class Reader:
         ns, ident = self._nodeid_body(mask)
         return _ns(ns) + ident
 
+    def skip_nodeid(self) -> None:
+        """Read over a NodeId: the checks of :meth:`nodeid`, no text built."""
+        at = self.pos
+        end = self.end
+        if at < end:
+            mask = self.data[at]
+            size = _NODEID_SIZES.get(mask)
+            if size is not None and at + size <= end:
+                self.pos = at + size
+                return
+            if (mask == 3 or mask == 5) and at + 3 <= end:  # String, ByteString
+                self.pos = at + 3
+                self.skip_bytestring()
+                return
+        self.nodeid()
+
+    def skip_expanded_nodeid(self) -> None:
+        """Read over an ExpandedNodeId: the checks of :meth:`expanded_nodeid`, no text built."""
+        if self.pos < self.end and self.data[self.pos] <= 5:  # no URI, no server index
+            self.skip_nodeid()
+        else:
+            self.expanded_nodeid()
+
     def numeric_nodeid(self) -> tuple[str, int | None]:
         """An ExpandedNodeId as text, and its number when it is numeric in namespace 0 on this
         server (as a service or data encoding id is)."""
@@ -525,6 +551,17 @@ class Reader:
         ns = self.uint16()
         name = self.string() or ""
         return f"{ns}:{name}" if ns else name
+
+    def skip_qualified_name(self) -> None:
+        self.uint16()
+        self.skip_bytestring()
+
+    def skip_localized_text(self) -> None:
+        mask = self.data[self.take(1)]
+        if mask & 0x01:
+            self.skip_bytestring()
+        if mask & 0x02:
+            self.skip_bytestring()
 
     def localized_text(self) -> str | None:
         """A LocalizedText's text (its locale is read and dropped); None when it has none."""

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from hashlib import sha1
+from struct import Struct
 from typing import Any
 
-from .binary import DecodeError, Reader, Record
+from .binary import DecodeError, Reader, Record, ticks_to_iso
 from .statuscodes import status_name
 
 Anomalies = tuple[str, ...]
@@ -284,9 +285,30 @@ def _skip_software_certificates(r: Reader) -> None:
         _skip_signature(r)  # SignedSoftwareCertificate: certificate data, signature
 
 
+#: the fixed fields of a request header after its token: timestamp, request handle, return
+#: diagnostics, audit entry id length, timeout hint (when the audit entry id is null or empty)
+_REQUEST_HEADER = Struct("<qIIiI")
+#: a response header's timestamp, request handle, service result, diagnostic info encoding
+#: byte and string table length
+_RESPONSE_HEADER = Struct("<qIIBi")
+
+
 # -- headers ---------------------------------------------------------------------------------------
 def _request_header(r: Reader, rec: Record) -> None:
-    r.nodeid()  # authentication token: a session secret, never recorded
+    r.skip_nodeid()  # authentication token: a session secret, never recorded
+    at = r.pos
+    if at + _REQUEST_HEADER.size <= r.end:  # no audit entry id: the fields in one unpack
+        ticks, handle, diagnostics, audit, timeout = _REQUEST_HEADER.unpack_from(r.data, at)
+        if audit == -1 or audit == 0:
+            r.pos = at + _REQUEST_HEADER.size
+            if ticks > 0:
+                rec["timestamp"] = ticks_to_iso(ticks)
+            rec["request_handle"] = handle
+            if diagnostics:
+                rec["return_diagnostics"] = diagnostics
+            rec["timeout_hint"] = timeout
+            _skip_extension_object(r)  # additional header
+            return
     _put(rec, "timestamp", r.datetime())
     rec["request_handle"] = r.uint32()
     diagnostics = r.uint32()
@@ -300,6 +322,18 @@ def _request_header(r: Reader, rec: Record) -> None:
 
 
 def _response_header(r: Reader, rec: Record) -> None:
+    at = r.pos
+    if at + _RESPONSE_HEADER.size <= r.end:  # no diagnostics, no string table: one unpack
+        ticks, handle, code, diagnostics, strings = _RESPONSE_HEADER.unpack_from(r.data, at)
+        if diagnostics == 0 and (strings == -1 or strings == 0):
+            r.pos = at + _RESPONSE_HEADER.size
+            if ticks > 0:
+                rec["timestamp"] = ticks_to_iso(ticks)
+            rec["request_handle"] = handle
+            rec["service_result"] = code
+            rec["service_result_name"] = status_name(code)
+            _skip_extension_object(r)  # additional header
+            return
     _put(rec, "timestamp", r.datetime())
     rec["request_handle"] = r.uint32()
     code = r.status()
@@ -377,13 +411,13 @@ def _browse_result(r: Reader) -> Record:
     n = r.array_length()
     targets: list[str] = []
     for _ in range(n):  # ReferenceDescription
-        r.nodeid()  # reference type
+        r.skip_nodeid()  # reference type
         r.boolean()  # is forward
         target = r.expanded_nodeid()
-        r.qualified_name()  # browse name
-        r.localized_text()  # display name
+        r.skip_qualified_name()  # browse name
+        r.skip_localized_text()  # display name
         r.uint32()  # node class
-        r.expanded_nodeid()  # type definition
+        r.skip_expanded_nodeid()  # type definition
         if r.keep():
             targets.append(target)
     out["reference_count"] = n
