@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import ipaddress
 import logging
 import math
@@ -49,7 +50,8 @@ _HEADER = struct.Struct("<BI")
 _KIND = {Stream.EVENTS: 1, Stream.ALERTS: 2, Stream.ASSETS: 3, Stream.STATS: 4}
 _STREAM = {v: k for k, v in _KIND.items()}
 _ERROR = 5  # not a document: a worker's error message, for the supervisor to report once
-_FLUSH_BYTES = 1 << 16
+_FLUSH_BYTES = 1 << 18
+_PIPE_BYTES = 1 << 20  # the pipe's buffer where the system allows (pipe-max-size: 1 MiB)
 _MAX_LISTED = 64  # values of a list-valued identity fact, as the inventory keeps them
 
 
@@ -116,8 +118,9 @@ class CaptureFrameNumbers:
     numbers in protocol records, counted among the worker's frames, become the capture's
     (``numbers[n - 1]`` for the worker's n-th frame); the documents then go to ``sink``.
 
-    It takes documents only (no ``write_lines``): the numbers are rewritten before the
-    document is serialised."""
+    The records are renumbered in place: the pipeline builds each event and alert document,
+    protocol record included, afresh for its sinks. It takes documents only (no
+    ``write_lines``): the numbers change before the document is serialised."""
 
     def __init__(self, sink: PipeSink, numbers: Sequence[int]) -> None:
         self.sink = sink
@@ -130,29 +133,22 @@ class CaptureFrameNumbers:
     def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
         """Renumber the frames of an event or alert, and pass it on."""
         if stream is Stream.EVENTS or stream is Stream.ALERTS:
-            doc = self.renumber(doc)
+            self.renumber(doc)
         self.sink.write(stream, doc)
 
-    def renumber(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``doc`` with its records' frame numbers the capture's (a copy where they change)."""
+    def renumber(self, doc: Mapping[str, Any]) -> None:
+        """Make the frame numbers of ``doc``'s protocol records the capture's."""
         sections = doc.get("otsentry")
-        if not isinstance(sections, Mapping):
-            return doc
+        if not isinstance(sections, dict):
+            return
         numbers = self.numbers
-        changed: dict[str, Any] = {}
-        for name, section in sections.items():
-            if not isinstance(section, Mapping):
-                continue
-            found = {
-                key: numbers[value - 1]
-                for key in _FRAME_FIELDS
-                if isinstance(value := section.get(key), int) and 0 < value <= len(numbers)
-            }
-            if found:
-                changed[name] = {**section, **found}
-        if not changed:
-            return doc
-        return {**doc, "otsentry": {**sections, **changed}}
+        known = len(numbers)
+        for record in sections.values():
+            if isinstance(record, dict):
+                for key in _FRAME_FIELDS:
+                    value = record.get(key)
+                    if type(value) is int and 0 < value <= known:
+                        record[key] = numbers[value - 1]
 
     def flush(self) -> None:
         """Send what the pipe sink holds."""
@@ -231,6 +227,8 @@ def fork_workers(count: int, work: Callable[[int, int], int]) -> list[tuple[int,
     children: list[tuple[int, int]] = []
     for number in range(count):
         read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError, AttributeError):  # Linux: fewer, larger pipe writes
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_fd)
@@ -414,6 +412,16 @@ class Supervisor:
             self.on_error(message)
 
     def _handle(self, worker: int, stream: Stream, payload: bytes) -> None:
+        if stream is Stream.EVENTS:
+            # the bulk: the lines go to the file as they came; parsed only for the clusters
+            self.ndjson.write_lines(stream, payload)
+            clusters = [c for c in self.clusters if c.wants(stream)]
+            if clusters:
+                for line in payload.splitlines():
+                    doc = orjson.loads(line)
+                    for cluster in clusters:
+                        cluster.write(stream, doc)
+            return
         lines = payload.splitlines()
         if stream is Stream.STATS:
             for line in lines:
@@ -422,16 +430,6 @@ class Supervisor:
         if stream is Stream.ASSETS:
             for line in lines:
                 merge_asset(self.assets, orjson.loads(line))
-            return
-        if stream is Stream.EVENTS:
-            # the bulk: the lines go to the file as they came; parsed only for the clusters
-            self.ndjson.write_lines(stream, payload)
-            clusters = [c for c in self.clusters if c.wants(stream)]
-            if clusters:
-                for line in lines:
-                    doc = orjson.loads(line)
-                    for cluster in clusters:
-                        cluster.write(stream, doc)
             return
         for line in lines:
             doc = orjson.loads(line)

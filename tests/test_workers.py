@@ -227,7 +227,7 @@ def test_frame_numbers_become_the_captures() -> None:
         "response_frame": 20,
         "unit_id": 1,
     }
-    assert event["otsentry"]["modbus"]["request_frame"] == 2  # the caller's document unchanged
+    assert event["otsentry"]["modbus"]["request_frame"] == 8  # in place: the pipeline's copy
     assert docs[1] == {"event": {"action": "x"}, "otsentry": {"network": {"state": 1}}}
 
 

@@ -287,7 +287,8 @@ def _replay_parallel(
 ) -> None:
     """``--workers N``: check everything, fork the workers, supervise them, report."""
     from otsentry.detect.loader import RuleError
-    from otsentry.pipeline import load_rules
+    from otsentry.pipeline import load_rules, ndjson_streams
+    from otsentry.sinks.ndjson import NdjsonSink
     from otsentry.workers import ReplaySupervisor, fork_workers
 
     try:
@@ -296,8 +297,8 @@ def _replay_parallel(
         error(exc)
         raise typer.Exit(2) from None
     baselines = _load_baselines(baseline, quiet=quiet) if baseline is not None else None
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # the files the supervisor writes, started empty as a single replay starts them
+        NdjsonSink(out_dir, ndjson_streams(cfg)).close()
     except OSError as exc:
         error(f"cannot write to {out_dir}: {exc}")
         raise typer.Exit(2) from None
