@@ -66,7 +66,7 @@ def normalised(doc: dict[str, Any]) -> bytes:
     evidence = doc.get("otsentry", {}).get("evidence")
     if isinstance(evidence, dict):
         evidence.pop("pcap", None)
-    if doc["event"]["action"] in ARP_ACTIONS:
+    if doc["event"].get("action") in ARP_ACTIONS:
         doc["event"].pop("reason", None)
         doc["otsentry"].get("network", {}).pop("ics_protocols", None)
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
@@ -415,3 +415,67 @@ def test_broken_rule_file_exits_2_before_the_fork(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert str(rules) in done.stderr and "Traceback" not in done.stderr
     assert not (out / "workers").exists()
+
+
+#: baseline checks whose state spans the segment (new assets: reported by each worker that
+#: sees one; the outlier model's windows close on the segment's clock, which follows the share)
+SEGMENT_WIDE_ANOMALIES = frozenset({"OTS-ANOM-NEW-ASSET", "OTS-ANOM-MODEL-OUTLIER"})
+
+
+def test_baseline_per_link_anomalies_are_those_of_one_process(tmp_path: Path) -> None:
+    captures = [LAB_PCAPS / "modbus_attacks.pcap", NETWORK_ATTACKS]
+
+    def alerts(*args: str) -> list[dict[str, Any]]:
+        out = tmp_path / f"o{len(args)}"
+        done = otsentry(
+            "replay", *captures, "--baseline", ROOT / "baselines", "--out", out, "-q", *args
+        )
+        assert done.returncode == 0, done.stderr
+        return lines(out / "alerts.ndjson")
+
+    one, many = alerts(), alerts("--workers", "2")
+
+    def per_link(docs: list[dict[str, Any]]) -> Counter[bytes]:
+        skip = CROSS_PAIR_RULES | SEGMENT_WIDE_ANOMALIES
+        return Counter(normalised(d) for d in docs if d["rule"]["id"] not in skip)
+
+    want = per_link(one)
+    assert sum(1 for d in one if d["rule"]["id"].startswith("OTS-ANOM-")) >= 10
+    assert per_link(many) == want
+
+    def new_assets(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {
+            (d["otsentry"]["anomaly"]["item"]["ip"], d["otsentry"]["anomaly"]["item"]["mac"])
+            for d in docs
+            if d["rule"]["id"] == "OTS-ANOM-NEW-ASSET"
+        }
+
+    assert new_assets(one)
+    assert new_assets(many) == new_assets(one)  # the same hosts, told once per worker or more
+
+
+def test_documents_reach_the_cluster_through_the_supervisor(osmem_url: str, tmp_path: Path) -> None:
+    from tests.sinks.faultproxy import osmem_count, osmem_ids
+
+    done = otsentry("es", "setup", "--opensearch", osmem_url, "--no-data-streams")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    attacks = [LAB_PCAPS / "modbus_attacks.pcap", LAB_PCAPS / "s7comm_attacks.pcap"]
+    done = otsentry(
+        "replay", *attacks, "--out", out, "--opensearch", osmem_url, "-q", "--workers", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    alerts = sorted(str(d["event"]["id"]) for d in lines(out / "alerts.ndjson"))
+    assert len(alerts) >= 10
+    assert osmem_ids(osmem_url, "logs-otsentry.alert-*") == alerts
+    events = lines(out / "events.ndjson")
+    for protocol in ("modbus", "s7comm"):
+        wanted = sorted(
+            str(e["event"]["id"]) for e in events if e["network"]["protocol"] == protocol
+        )
+        assert osmem_ids(osmem_url, f"logs-otsentry.{protocol}-*") == wanted, protocol
+    assert osmem_count(osmem_url, "metrics-otsentry.stats-*") == 1  # the run's stats, once
+    stats = json.loads((out / "stats.json").read_text())
+    sent = len(alerts) + len(events) + len(lines(out / "assets.ndjson")) + 1
+    assert stats["outputs"]["opensearch"]["sent"] == sent
+    assert stats["outputs"]["opensearch"]["spooled"] == 0
