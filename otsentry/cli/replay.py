@@ -9,6 +9,7 @@ before the fork.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from array import array
@@ -337,6 +338,7 @@ def _replay_worker(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sink = PipeSink(fd, supervisor.streams)
     numbers: array[int] = array("Q")  # the capture's number of each frame this worker keeps
+    pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline(
             worker_config(cfg),
@@ -359,7 +361,12 @@ def _replay_worker(
             numbers=numbers,
         )
         pipeline.finish()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # stopped: what was counted so far still goes out
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if pipeline is not None:
+            with contextlib.suppress(Exception):
+                pipeline.finish()
         return 130
     except Exception as exc:  # a worker's failure is reported, once, by the supervisor
         sink.error(f"worker {number}: {type(exc).__name__}: {exc}")
