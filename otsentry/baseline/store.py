@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from otsentry.baseline import loadcache, quickyaml
 from otsentry.baseline.aspect import Aspect, AspectContext, AspectDataError, iso
 from otsentry.baseline.items import parse_iso
 from otsentry.baseline.registry import aspect_classes
@@ -120,8 +121,10 @@ def save(baseline: SegmentBaseline, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name(baseline.segment)
     text = dumps(baseline)
-    path.write_text(text, encoding="utf-8")
-    baseline.version = version_of(text.encode("utf-8"))
+    raw = text.encode("utf-8")
+    path.write_bytes(raw)
+    baseline.version = version_of(raw)
+    loadcache.put(hashlib.sha256(raw).hexdigest(), _data(text, str(path)))
     stem = path.with_suffix("")
     for aspect in baseline.aspects.values():
         aspect.save_side(stem)
@@ -180,12 +183,36 @@ def load(path: Path) -> SegmentBaseline:
 
 
 def loads(raw: bytes, source: str = "<baseline>") -> SegmentBaseline:
-    """Parse a baseline file's bytes."""
+    """Parse a baseline file's bytes (the data of bytes read before comes from the cache)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    hit, data = loadcache.get(digest)
+    text = _text(raw, source)
+    if not hit:
+        data = _data(text, source)
+        loadcache.put(digest, data)
+    baseline = _Reader(source, text).baseline(data)
+    baseline.version = digest[:12]
+    return baseline
+
+
+def _text(raw: bytes, source: str) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise BaselineError(source, line, None, "not valid UTF-8 text") from exc
+
+
+def _data(text: str, source: str) -> Any:
+    """The file's data: by the quick reader of what the store writes, else by PyYAML."""
+    try:
+        return quickyaml.parse(text, _Loader)
+    except quickyaml.Unsupported:
+        return _parse(text, source)[1]
+
+
+def _parse(text: str, source: str) -> tuple[Node | None, Any]:
+    """The file's node graph (for line numbers) and its data, by PyYAML."""
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -198,18 +225,16 @@ def loads(raw: bytes, source: str = "<baseline>") -> SegmentBaseline:
         raise BaselineError(source, None, None, f"YAML error: {exc}") from exc
     finally:
         loader.dispose()
-    reader = _Reader(source, root)
-    baseline = reader.baseline(data)
-    baseline.version = version_of(raw)
-    return baseline
+    return root, data
 
 
 class _Reader:
-    """Turns a file's data into a ``SegmentBaseline``, with errors that name the line."""
+    """Turns a file's data into a ``SegmentBaseline``, with errors that name the line (the
+    file is parsed again, with nodes, only to find that line)."""
 
-    def __init__(self, source: str, root: Node | None) -> None:
+    def __init__(self, source: str, text: str) -> None:
         self.source = source
-        self.root = root
+        self.text = text
 
     def error(self, key: str | None, problem: str) -> BaselineError:
         return BaselineError(self.source, self.line_of(key or ""), key, problem)
@@ -217,7 +242,7 @@ class _Reader:
     def line_of(self, key: str) -> int | None:
         """The 1-based line of the value at dotted path ``key`` (``a.b[2].c``), or of the
         deepest part of it that exists."""
-        node = self.root
+        node = _parse(self.text, self.source)[0]
         if node is None:
             return None
         line = node.start_mark.line + 1

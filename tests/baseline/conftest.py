@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,15 @@ SEGMENT = "10.10.30.0/24"
 
 if not all(p.exists() for p in NORMAL):
     pytest.skip("lab captures missing", allow_module_level=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _load_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The parsed-baseline cache of these tests: a directory of their own, not the user's."""
+    directory = tmp_path_factory.mktemp("baseline-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTSENTRY_CACHE_DIR", str(directory))
+        yield directory
 
 
 def learn(
