@@ -6,9 +6,11 @@ stops as a single replay does, with the message printed once."""
 from __future__ import annotations
 
 import json
+import signal
 import struct
 import subprocess
 import sys
+import time
 from array import array
 from collections import Counter
 from collections.abc import Iterator
@@ -479,3 +481,40 @@ def test_documents_reach_the_cluster_through_the_supervisor(osmem_url: str, tmp_
     sent = len(alerts) + len(events) + len(lines(out / "assets.ndjson")) + 1
     assert stats["outputs"]["opensearch"]["sent"] == sent
     assert stats["outputs"]["opensearch"]["spooled"] == 0
+
+
+def test_interrupted_replay_exits_130_and_keeps_what_was_counted(tmp_path: Path) -> None:
+    frames = list(lab_frames())
+    big = tmp_path / "big.pcap"
+    with big.open("wb") as f:  # the lab captures 40 times over, an hour apart: seconds of work
+        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET))
+        for copy in range(40):
+            for ts, _, data in frames:
+                ts += copy * 3_600_000_000_000
+                f.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), len(data)))
+                f.write(data)
+    out = tmp_path / "o"
+    argv = [
+        sys.executable,
+        "-m",
+        "otsentry",
+        "replay",
+        str(big),
+        "--out",
+        str(out),
+        "-q",
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = out / "events.ndjson"
+    deadline = time.monotonic() + 60
+    while not (events.is_file() and events.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    stats = json.loads((out / "stats.json").read_text())
+    assert 0 < stats["packets"] < 40 * len(frames)
+    assert stats["packets"] == sum(stats["workers"]["packets"])
