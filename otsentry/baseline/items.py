@@ -52,10 +52,15 @@ class Seen:
         """Read ``as_data``'s output (``key`` names the place for errors)."""
         if data.get("accepted") is True and not data.get("count"):
             return cls.accepted()
-        first = parse_iso(data.get("first_seen"), f"{key}.first_seen")
-        last = parse_iso(data.get("last_seen"), f"{key}.last_seen")
+        try:
+            first = parse_iso(data.get("first_seen"), "first_seen")
+            last = parse_iso(data.get("last_seen"), "last_seen")
+        except AspectDataError as exc:
+            raise AspectDataError(f"{key}.{exc.key}", exc.problem) from None
         count = data.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        if type(count) is not int and (not isinstance(count, int) or isinstance(count, bool)):
+            raise AspectDataError(f"{key}.count", "must be a non-negative integer")
+        if count < 0:
             raise AspectDataError(f"{key}.count", "must be a non-negative integer")
         return cls(first, last, count)
 
@@ -196,14 +201,35 @@ def parse_iso(text: Any, key: str) -> int:
     """``2026-11-22T00:23:23.290152Z`` → ns since the epoch."""
     if not isinstance(text, str):
         raise AspectDataError(key, "must be an ISO time like 2026-01-01T00:00:00.000000Z")
+    if len(text) == 27 and text.find(".") == 19 and text[26] == "Z":
+        # what the store writes (the general path below gives the same for such text)
+        try:
+            return iso_seconds(text[:19]) * 1_000_000_000 + int(text[20:26]) * 1000
+        except ValueError:
+            raise AspectDataError(key, f"{text!r} is not an ISO time") from None
     body = text.removesuffix("Z")
     whole, _, frac = body.partition(".")
     try:
-        secs = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        secs = iso_seconds(whole)
         micros = int((frac + "000000")[:6]) if frac else 0
     except ValueError:
         raise AspectDataError(key, f"{text!r} is not an ISO time") from None
     return secs * 1_000_000_000 + micros * 1000
+
+
+def iso_seconds(whole: str) -> int:
+    """``2026-11-22T00:23:23`` → seconds since the epoch (``ValueError`` when it is not such a
+    time); remembered, since a baseline's times share few seconds."""
+    secs = _SECONDS.get(whole)
+    if secs is None:
+        secs = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[whole] = secs
+    return secs
+
+
+_SECONDS: dict[str, int] = {}
 
 
 def as_list(data: Any, key: str) -> list[Any]:
@@ -227,6 +253,8 @@ def as_map(data: Any, key: str) -> Mapping[str, Any]:
 def text_of(data: Mapping[str, Any], name: str, key: str, default: str | None = None) -> str:
     """``data[name]`` as text (numbers are accepted and turned into text)."""
     value = data.get(name, default)
+    if type(value) is str:
+        return value
     if value is None:
         raise AspectDataError(f"{key}.{name}", "is required")
     if isinstance(value, bool) or not isinstance(value, str | int | float):

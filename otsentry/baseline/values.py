@@ -39,12 +39,13 @@ values are kept per variable.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from ipaddress import ip_address
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from otsentry.baseline.aspect import (
     AnomalyKind,
@@ -55,6 +56,7 @@ from otsentry.baseline.aspect import (
     ReportedOnce,
     iso,
 )
+from otsentry.baseline.items import iso_seconds
 from otsentry.baseline.tiered import TieredTable
 from otsentry.model import Event
 
@@ -652,8 +654,16 @@ def _parse_ts(text: Any) -> int:
     """ISO text (``iso``) back to ns; 0 when absent."""
     if not text:
         return 0
-    dt = datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S.%fZ")
+    text = str(text)
+    found = _ISO_US.fullmatch(text)
+    if found is not None:
+        whole, frac = found.groups()
+        return iso_seconds(whole) * 1_000_000_000 + int(frac.ljust(6, "0")) * 1000
+    dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
     return int(dt.replace(tzinfo=UTC).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+_ISO_US: Final = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{1,6})Z")
 
 
 # -- the aspect -------------------------------------------------------------------------------
