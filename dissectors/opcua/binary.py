@@ -173,7 +173,7 @@ def ticks_to_iso(ticks: int) -> str | None:
         if len(_SECONDS) >= 1024:
             _SECONDS.clear()
         text = _SECONDS[seconds] = f"{EPOCH_1601 + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
-    return f"{text}.{rest // 10:06d}Z"
+    return f"{text}.{str(rest // 10 + 1_000_000)[1:]}Z"  # microseconds, six digits
 
 
 #: whole seconds already formatted (timestamps of one capture share few seconds)
@@ -227,9 +227,9 @@ class Reader:
 
     def __init__(self, data: Buffer, pos: int, end: int, budget: int = VALUE_CAP) -> None:
         self.data = data
-        self.end = min(end, len(data))
-        self.pos = max(pos, 0)
-        self.base = self.pos  # error messages give offsets from here
+        size = len(data)
+        self.end = end if end < size else size
+        self.pos = self.base = pos if pos > 0 else 0  # error messages give offsets from base
         self.depth = 0
         self.budget = budget
         self.elements = MAX_ELEMENTS

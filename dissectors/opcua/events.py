@@ -20,6 +20,8 @@ PROTOCOL = "opcua"
 _PREFIXED = ("message_type", "service_id", "service", "sequence_number", "nodes")
 #: fields where the response's value is the one that counts
 _RESPONSE_WINS = frozenset(("service_result", "service_result_name", "channel"))
+_PREFIXED_AS = tuple((key, "response_" + key) for key in _PREFIXED)
+_NOT_COMPARED = _RESPONSE_WINS.union(_PREFIXED)
 
 _MESSAGE_ACTIONS = {
     "HEL": "opcua-hello",
@@ -67,20 +69,25 @@ def transaction(
     # the response's fields join the request's; what both have and disagree on is kept twice
     # (the response's as response_<key>), except the result and the channel, the response's
     fields = req | resp
-    for key in _PREFIXED:
+    for key, renamed in _PREFIXED_AS:
         if key in resp:
-            fields["response_" + key] = resp[key]
+            fields[renamed] = resp[key]
             if key in req:
                 fields[key] = req[key]
             else:
                 del fields[key]
     for key in req.keys() & resp.keys():
-        if key not in _PREFIXED and key not in _RESPONSE_WINS and req[key] != resp[key]:
-            fields["response_" + key] = resp[key]
-            fields[key] = req[key]
+        if key not in _NOT_COMPARED:
+            value = req[key]
+            other = resp[key]
+            if value != other:
+                fields["response_" + key] = other
+                fields[key] = value
     fields["request_frame"] = req_frame
     fields["response_frame"] = resp_frame
-    anomalies = req_anomalies + tuple(a for a in resp_anomalies if a not in req_anomalies)
+    anomalies = req_anomalies
+    if resp_anomalies:
+        anomalies += tuple(a for a in resp_anomalies if a not in req_anomalies)
     result = resp.get("service_result")
     failed = resp.get("message_type") == "ERR" or resp.get("service") == "ServiceFault"
     failed = failed or (isinstance(result, int) and result & 0x80000000 != 0)

@@ -248,13 +248,12 @@ def _status(code: int) -> Record:
 def _list(r: Reader, read: Callable[[Reader], Any]) -> tuple[list[Any], int]:
     """An array of structures: the first :data:`LIST_CAP` kept, all read; and the count."""
     n = r.array_length()
-    out: list[Any] = []
-    for i in range(n):
-        item = read(r)
-        if i < LIST_CAP:
-            out.append(item)
-    if n > LIST_CAP:
-        r.truncated = True
+    if n <= LIST_CAP:
+        return [read(r) for _ in range(n)], n
+    out = [read(r) for _ in range(LIST_CAP)]
+    for _ in range(n - LIST_CAP):
+        read(r)
+    r.truncated = True
     return out, n
 
 
@@ -873,13 +872,17 @@ def _is_response(name: str) -> bool:
     return name == "ServiceFault" or name.endswith(("Response", "ResponseType"))
 
 
+_RESPONSES = frozenset(number for number, name in SERVICE_NAMES.items() if _is_response(name))
+
+
 def decode_body(
-    data: bytes | bytearray, pos: int, end: int
+    data: bytes | bytearray, pos: int, end: int, rec: Record | None = None
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Decode one OPC UA message body: the type id (NodeId of the encoding, e.g. i=631
     ReadRequest_Encoding_DefaultBinary), the request or response header, and the service's
-    fields."""
-    rec: Record = {}
+    fields; into ``rec`` when given (as ``rec.update`` would, returning ``rec``)."""
+    if rec is None:
+        rec = {}
     r = Reader(data, pos, end)
     try:
         text, number = r.numeric_nodeid()
@@ -889,15 +892,15 @@ def decode_body(
     name = SERVICE_NAMES.get(number) if number is not None else None
     if number is not None:
         rec["service_id"] = number
-    if name is None:
+    if name is None or number is None:  # (no number, no name)
         rec["service"] = "Unknown"
         if number is None:
             rec["type_id"] = text
         return rec, (UNKNOWN_SERVICE,)
     rec["service"] = name
-    response = _is_response(name)
+    response = number in _RESPONSES
     rec["is_response"] = response
-    decoder = _DECODERS.get(number) if number is not None else None
+    decoder = _DECODERS.get(number)
     try:
         if number not in _NO_HEADER:
             (_response_header if response else _request_header)(r, rec)
