@@ -56,11 +56,7 @@ _PDU_BATCH = 256
 #: where a chunk header may start: a message type followed by a chunk type (a lookahead, so
 #: candidates may overlap); resync tests only these offsets instead of every byte
 _CANDIDATE = re.compile(
-    b"(?=(?:"
-    + b"|".join(sorted(MESSAGE_TYPES))
-    + b")["
-    + bytes(sorted(CHUNK_TYPES))
-    + b"])"
+    b"(?=(?:" + b"|".join(sorted(MESSAGE_TYPES)) + b")[" + bytes(sorted(CHUNK_TYPES)) + b"])"
 )
 
 
@@ -381,12 +377,12 @@ class OpcUaSession:
     ) -> None:
         """A whole OPN / MSG / CLO message: decode the service, pair, emit."""
         if not rec.get("encrypted"):
-            fields, found = decode_body(data, start, end)
-            rec.update(fields)
+            # the chunk's header fields carry no security_mode: one there came from the body
+            _, found = decode_body(data, start, end, rec)
             if found:
                 anomalies += tuple(a for a in found if a not in anomalies)
-            if rec["message_type"] == "OPN" and "security_mode" in fields and from_client:
-                self.channel["security_mode"] = fields["security_mode"]
+            if rec["message_type"] == "OPN" and "security_mode" in rec and from_client:
+                self.channel["security_mode"] = rec["security_mode"]
         if self.channel:
             rec["channel"] = self.channel
         self._count()
