@@ -43,6 +43,7 @@ scikit-learn and joblib are imported only when a model is trained or loaded.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import pickle
 from collections.abc import Mapping, Sequence
@@ -157,9 +158,12 @@ class OutlierModel:
     threshold: float
     options: ModelOptions
     training: dict[str, Any] = field(default_factory=dict)
-    #: service → (sklearn NearestNeighbors over its scaled points, their rows); "" → all points
+    #: service → (sklearn NearestNeighbors over its scaled points, their rows); "" → all
+    #: points. Built for training and for the model file only (scoring does not use them).
     _indexes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
+    #: service → its learned windows for scoring (see ``_Points``); "" → all of them
+    _groups: dict[str, _Points] = field(default_factory=dict)
 
     # -- training ---------------------------------------------------------------------------
     @classmethod
@@ -210,7 +214,7 @@ class OutlierModel:
                 "services": sorted(set(services)),
             },
         )
-        model._fit()
+        model._prepare()
         loo = model._leave_one_out()
         q = float(np.quantile(loo, options.quantile)) if len(loo) else 0.0
         model.threshold = _round(max(options.min_threshold, options.margin * q))
@@ -218,9 +222,10 @@ class OutlierModel:
         model.training["loo_distance_quantile"] = _round(q)
         return model
 
-    def _fit(self) -> None:
+    def _prepare(self) -> None:
+        """Group the scaled learned windows by service for scoring (numpy only); the sklearn
+        indexes are dropped and rebuilt when training or saving needs them."""
         import numpy as np
-        from sklearn.neighbors import NearestNeighbors  # type: ignore[import-untyped]
 
         self._positions = {name: i for i, name in enumerate(self.features)}
         scaled = self._scaled(self.points)
@@ -228,22 +233,32 @@ class OutlierModel:
         groups = {"": np.arange(len(self.points))}
         for service in sorted(set(self.services)):
             groups[service] = np.flatnonzero(services == service)
-        self._indexes = {
-            service: (
-                NearestNeighbors(n_neighbors=1, algorithm="brute", metric="nan_euclidean").fit(
-                    scaled[rows]
-                ),
-                rows,
-            )
-            for service, rows in groups.items()
-        }
+        self._groups = {service: _Points(rows, scaled[rows]) for service, rows in groups.items()}
+        self._indexes = {}
+
+    def _sklearn_indexes(self) -> dict[str, tuple[Any, Any]]:
+        """The sklearn ``NearestNeighbors`` per service (leave-one-out and the model file)."""
+        from sklearn.neighbors import NearestNeighbors  # type: ignore[import-untyped]
+
+        if not self._indexes:
+            self._indexes = {
+                service: (
+                    NearestNeighbors(n_neighbors=1, algorithm="brute", metric="nan_euclidean").fit(
+                        group.scaled
+                    ),
+                    group.rows,
+                )
+                for service, group in self._groups.items()
+            }
+        return self._indexes
 
     def _scaled(self, logs: Matrix) -> Matrix:
         out: Matrix = (logs - self.center) / self.scale
         return out
 
     def _index_for(self, service: str) -> tuple[Any, Any]:
-        return self._indexes.get(service) or self._indexes[""]
+        indexes = self._sklearn_indexes()
+        return indexes.get(service) or indexes[""]
 
     def _leave_one_out(self) -> Matrix:
         """Each distinct learned window's distance to its nearest other one of its service (of
@@ -257,7 +272,7 @@ class OutlierModel:
                 continue
             index, rows = self._index_for(service)
             if len(rows) < 2:
-                index, rows = self._indexes[""]
+                index, rows = self._sklearn_indexes()[""]
             if len(rows) < 2:
                 continue
             dist, _ = index.kneighbors(scaled[i : i + 1], n_neighbors=2)
@@ -287,16 +302,17 @@ class OutlierModel:
         logs = np.array([self.vector(w.values) for w in windows])
         scaled = self._scaled(logs)
         out: list[Score | None] = [None] * len(windows)
+        groups = self._groups
         by_service: dict[str, list[int]] = {}
         for i, w in enumerate(windows):
-            service = w.link[3] if w.link[3] in self._indexes else ""
+            service = w.link[3] if w.link[3] in groups else ""
             by_service.setdefault(service, []).append(i)
         for service, members in sorted(by_service.items()):
-            index, rows = self._indexes[service]
-            dist, idx = index.kneighbors(scaled[members], n_neighbors=1)
+            group = groups[service]
+            dist, idx = group.nearest(scaled[members])
             for j, i in enumerate(members):
-                nearest = self.points[rows[idx[j, 0]]]
-                out[i] = self._explain(windows[i], logs[i], nearest, float(dist[j, 0]))
+                nearest = self.points[group.rows[idx[j]]]
+                out[i] = self._explain(windows[i], logs[i], nearest, float(dist[j]))
         return [s for s in out if s is not None]
 
     def _explain(self, w: WindowVector, logs: Matrix, nearest: Matrix, dist: float) -> Score:
@@ -338,7 +354,7 @@ class OutlierModel:
         weights = np.append(self.weights, 1.0)
         self.services, self.points, self.weights = _distinct(services, points, weights)
         self.training["accepted"] = int(self.training.get("accepted", 0)) + 1
-        self._fit()
+        self._prepare()
 
     # -- description ------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -392,7 +408,7 @@ class OutlierModel:
             "threshold": self.threshold,
             "options": self.options,
             "training": dict(sorted(self.training.items())),
-            "indexes": self._indexes,
+            "indexes": self._sklearn_indexes(),
         }
         header = {
             "format": FORMAT,
@@ -415,9 +431,11 @@ class OutlierModel:
     ) -> OutlierModel:
         """Read a model file; ``ModelFileError`` when it is missing or damaged, was made by
         another format or scikit-learn version, or (when given) its features or fingerprint
-        differ from what the baseline file says."""
+        differ from what the baseline file says. scikit-learn is not imported: the file's
+        sklearn indexes are skipped (scoring does not need them; saving rebuilds them)."""
         import joblib
-        import sklearn
+
+        sklearn_version = _sklearn_version()
 
         if not path.is_file():
             raise ModelFileError(f"{path}: model file missing (learn the baseline again)")
@@ -434,10 +452,10 @@ class OutlierModel:
                 f"{path}: model format version {header.get('format_version')!r}, this otsentry "
                 f"reads {FORMAT_VERSION}: {relearn}"
             )
-        if header.get("sklearn_version") != sklearn.__version__:
+        if header.get("sklearn_version") != sklearn_version:
             raise ModelFileError(
                 f"{path}: made with scikit-learn {header.get('sklearn_version')}, this is "
-                f"scikit-learn {sklearn.__version__}: {relearn}, or install "
+                f"scikit-learn {sklearn_version}: {relearn}, or install "
                 f"scikit-learn=={header.get('sklearn_version')}"
             )
         if features is not None and list(header.get("features", ())) != list(features):
@@ -448,7 +466,7 @@ class OutlierModel:
                 f"baseline file's {fingerprint}: {relearn}"
             )
         try:
-            payload = pickle.loads(outer["model"])
+            payload = _ModelUnpickler(io.BytesIO(outer["model"])).load()
             model = cls(
                 features=tuple(payload["features"]),
                 window_seconds=float(payload["window_seconds"]),
@@ -460,14 +478,118 @@ class OutlierModel:
                 threshold=float(payload["threshold"]),
                 options=payload["options"],
                 training=dict(payload["training"]),
-                _indexes=dict(payload["indexes"]),
             )
+            model._prepare()
         except Exception as exc:
             raise ModelFileError(f"{path}: damaged model ({exc})") from exc
-        model._positions = {name: i for i, name in enumerate(model.features)}
         if model.fingerprint() != header.get("fingerprint"):
             raise ModelFileError(f"{path}: damaged model (fingerprint does not match its content)")
         return model
+
+
+@dataclass(frozen=True, slots=True)
+class _Points:
+    """The scaled learned windows of one service, searched for a window's nearest one.
+
+    The distance is scikit-learn's ``nan_euclidean``: over the coordinates present in both
+    windows, ``sqrt(n_features / n_present * sum of squared differences)``. It is computed
+    directly (not as ``|x|² + |y|² - 2x·y`` as scikit-learn does), so it is exact where
+    scikit-learn's has rounding error (a few 1e-8 for windows that are nearly equal).
+    """
+
+    rows: Any
+    #: the windows with NaN (missing) as 0, and 1.0 where present
+    zeroed: Matrix
+    present: Matrix
+
+    def __init__(self, rows: Any, scaled: Matrix) -> None:
+        import numpy as np
+
+        missing = np.isnan(scaled)
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "zeroed", np.where(missing, 0.0, scaled))
+        object.__setattr__(self, "present", (~missing).astype(np.float64))
+
+    @property
+    def scaled(self) -> Matrix:
+        """The windows again, NaN where missing."""
+        import numpy as np
+
+        out: Matrix = np.where(self.present > 0, self.zeroed, np.nan)
+        return out
+
+    def nearest(self, queries: Matrix) -> tuple[Matrix, Any]:
+        """For each query row: the distance to its nearest window and that window's index
+        (the first of equally near ones)."""
+        import numpy as np
+
+        q_missing = np.isnan(queries)
+        q_zeroed = np.where(q_missing, 0.0, queries)
+        q_present = (~q_missing).astype(np.float64)
+        n_features = queries.shape[1]
+        n = len(self.zeroed)
+        dist = np.empty(len(queries))
+        idx = np.empty(len(queries), dtype=np.intp)
+        chunk = max(1, _CHUNK_CELLS // max(1, n * n_features))
+        for start in range(0, len(queries), chunk):
+            qz = q_zeroed[start : start + chunk]
+            qp = q_present[start : start + chunk]
+            diff = qz[:, None, :] - self.zeroed[None, :, :]
+            diff *= diff
+            diff *= qp[:, None, :]
+            diff *= self.present[None, :, :]
+            squares = diff.sum(axis=2)
+            count = qp @ self.present.T
+            squares[count == 0] = np.nan
+            np.maximum(count, 1, out=count)
+            squares /= count
+            squares *= n_features
+            best = _nanargmin_rows(squares)
+            idx[start : start + chunk] = best
+            dist[start : start + chunk] = np.sqrt(squares[np.arange(len(best)), best])
+        return dist, idx
+
+
+#: elements of the difference array of one batch of queries (about 16 MB)
+_CHUNK_CELLS: Final = 2_000_000
+
+
+def _nanargmin_rows(values: Matrix) -> Any:
+    """The first column of each row with the row's smallest value (NaN only when all are)."""
+    import numpy as np
+
+    filled = np.where(np.isnan(values), np.inf, values)
+    return np.argmin(filled, axis=1)
+
+
+def _sklearn_version() -> str:
+    """The installed scikit-learn's version, without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scikit-learn")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    """Unpickles a model file's payload without scikit-learn: its sklearn objects (the
+    nearest-neighbour indexes, rebuilt when needed) come back as ``_Skipped``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "sklearn" or module.startswith("sklearn."):
+            return _Skipped
+        return super().find_class(module, name)
+
+
+class _Skipped:
+    """Stands in for a pickled scikit-learn object; keeps none of its state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
 
 
 def _row(
