@@ -240,10 +240,10 @@ class Pipeline:
         table = self.table
         packet = table.packet
         evidence = self.evidence
-        # the evidence ring keeps the frame tuples themselves and the decoder's results beside
-        # them; without evidence zero-length deques swallow them at the same cost as a test
+        # the evidence ring keeps the frame tuples themselves and their flow keys beside them;
+        # without evidence zero-length deques swallow them at the same cost as a test
         keep = (evidence.ring if evidence is not None else deque(maxlen=0)).append
-        mark = (evidence.decoded if evidence is not None else deque(maxlen=0)).append
+        mark = (evidence.keys if evidence is not None else deque(maxlen=0)).append
         batch = _PROGRESS_EVERY
         if evidence is not None:
             batch = max(1, min(batch, evidence.ring_packets // 2))
@@ -264,7 +264,7 @@ class Pipeline:
                     packets += 1
                     nbytes += len(data)
                     pkt = decode(linktype, data, ts)
-                    mark(pkt)
+                    mark(pkt and pkt[0])
                     if pkt is not None:
                         table.frame = packets
                         packet(pkt, ts, data)

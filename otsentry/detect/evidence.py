@@ -2,13 +2,13 @@
 
 The pipeline appends every frame, as the reader yields it, to a ring of the most recent frames
 (``ring``: a bounded deque; the frames are immutable bytes, so holding them costs no copy), and
-the decoder's result for it (None when it did not decode) to ``decoded``, a ring of the same
+the flow key the decoder gave it (None when it did not decode) to ``keys``, a ring of the same
 length. When an alert's trigger is seen, :meth:`EvidenceRecorder.start` picks the flow's last
 packets from the ring by their flow keys (5-tuple and VLAN); the packets that follow are
 collected on the pipeline's periodic :meth:`advance` — one pass over the new packets for every
 waiting capture, a dict lookup each — until enough have passed, and the file is written then (or
 at :meth:`finish`). Nothing here runs per packet except the two appends. A caller that fills only
-``ring`` (``decoded`` stays shorter) gets the frames decoded here, by a decoder of its own.
+``ring`` (``keys`` stays shorter) gets the frames decoded here, by a decoder of its own.
 
 Files are classic pcap (microsecond timestamps unless a frame needs nanoseconds) with the
 frames' own link type; a flow whose frames came with several link types gets one file per
@@ -23,7 +23,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha1
 from itertools import islice
@@ -98,6 +98,17 @@ def write_pcap(path: Path, linktype: int, frames: Iterable[Frame]) -> int:
     return len(frames)
 
 
+def _key_of(pkt: Any) -> FlowKey | None:
+    return pkt[0] if pkt is not None else None
+
+
+def _client_syn(frame: Frame, decoder: Decoder) -> bool:
+    """Whether a frame of the flow is the client's SYN (decoded again: only for the frames of
+    an evidence flow, never per packet)."""
+    pkt = decoder.decode(frame[1], frame[2], frame[0])
+    return pkt is not None and bool(pkt[1] & SYN) and not pkt[1] & ACK
+
+
 @dataclass(slots=True)
 class _Capture:
     """One evidence file in the making."""
@@ -115,11 +126,11 @@ class _Capture:
     #: an ARP alert: the frames are the ARP packets naming the client (sender) address
     arp: bool = False
 
-    def holds(self, frame: Frame, pkt: Any) -> bool:
-        """Whether ``frame`` (``pkt`` its decoder result) belongs to this evidence."""
+    def holds(self, frame: Frame, key: FlowKey | None) -> bool:
+        """Whether ``frame`` (``key`` its flow key) belongs to this evidence."""
         if self.arp:
             return arp_mentions(frame[1], frame[2], self.client)
-        return pkt is not None and pkt[0] in self.keys
+        return key is not None and key in self.keys
 
 
 @dataclass(slots=True)
@@ -160,8 +171,8 @@ class EvidenceRecorder:
     #: packet time after the trigger (seconds) beyond which a capture is written with what it has
     wait: float = 60.0
     ring: deque[Frame] = field(init=False)
-    #: the decoder's result for each frame of ``ring`` (None: not decoded), appended beside it
-    decoded: deque[Any] = field(init=False)
+    #: the flow key of each frame of ``ring`` (None: not decoded), appended beside it
+    keys: deque[FlowKey | None] = field(init=False)
     stats: EvidenceStats = field(init=False, default_factory=EvidenceStats)
     _decoder: Decoder = field(init=False, default_factory=Decoder)
     _pending: dict[str, _Capture] = field(init=False, default_factory=dict)
@@ -170,7 +181,7 @@ class EvidenceRecorder:
 
     def __post_init__(self) -> None:
         self.ring = deque(maxlen=self.ring_packets)
-        self.decoded = deque(maxlen=self.ring_packets)
+        self.keys = deque(maxlen=self.ring_packets)
         self._wait_ns = round(self.wait * 1e9)
 
     @property
@@ -236,15 +247,22 @@ class EvidenceRecorder:
 
     # -- selection ---------------------------------------------------------------------------
 
-    def _packets(self, have: int) -> Iterable[tuple[Frame, Any]]:
-        """The last ``have`` frames of the ring (at most its length) with their decoder results,
+    def _keyed(
+        self, frames: Iterable[Frame], keys: Iterable[FlowKey | None] | None
+    ) -> Iterator[tuple[Frame, FlowKey | None]]:
+        """The frames with their flow keys: those of ``keys``, or decoded here when None."""
+        if keys is not None:
+            return zip(frames, keys, strict=True)
+        decode = self._decoder.decode
+        return ((f, _key_of(decode(f[1], f[2], f[0]))) for f in frames)
+
+    def _packets(self, have: int) -> Iterator[tuple[Frame, FlowKey | None]]:
+        """The last ``have`` frames of the ring (at most its length) with their flow keys,
         oldest first."""
         ring = self.ring
         skip = len(ring) - have
-        if len(self.decoded) == len(ring):
-            return zip(islice(ring, skip, None), islice(self.decoded, skip, None), strict=True)
-        decode = self._decoder.decode
-        return ((f, decode(f[1], f[2], f[0])) for f in islice(ring, skip, None))
+        keys = islice(self.keys, skip, None) if len(self.keys) == len(ring) else None
+        return self._keyed(islice(ring, skip, None), keys)
 
     def _before(self, cap: _Capture, packet_no: int) -> list[Numbered]:
         """The flow's last ``packets_before`` + 1 frames up to ``packet_no``, oldest first (the
@@ -252,21 +270,14 @@ class EvidenceRecorder:
         want = self.packets_before + 1
         found: list[Numbered] = []
         ring = self.ring
-        if len(self.decoded) == len(ring):
-            pairs: Iterable[tuple[Frame, Any]] = zip(
-                reversed(ring), reversed(self.decoded), strict=True
-            )
-        else:
-            decode = self._decoder.decode
-            pairs = ((f, decode(f[1], f[2], f[0])) for f in reversed(ring))
+        keys = reversed(self.keys) if len(self.keys) == len(ring) else None
         back = -1
-        for frame, pkt in pairs:
+        for frame, key in self._keyed(reversed(ring), keys):
             back += 1
-            if not cap.holds(frame, pkt):
+            if not cap.holds(frame, key):
                 continue
             found.append((packet_no - back, frame))
-            flags = pkt[1] if pkt is not None else 0
-            if len(found) >= want or (flags & SYN and not flags & ACK):
+            if len(found) >= want or (key is not None and _client_syn(frame, self._decoder)):
                 break
         found.reverse()
         return found
@@ -285,18 +296,18 @@ class EvidenceRecorder:
             if cap.arp:
                 arp.append(cap)
             else:
-                for key in cap.keys:
-                    by_key.setdefault(key, []).append(cap)
+                for flow_key in cap.keys:
+                    by_key.setdefault(flow_key, []).append(cap)
         if first >= packet_no:
             return
         have = min(packet_no - first, len(self.ring))
         number = packet_no - have
         get = by_key.get
-        for frame, pkt in self._packets(have):
+        for frame, key in self._packets(have):
             number += 1
-            caps = get(pkt[0]) if pkt is not None else None
+            caps = get(key) if key is not None else None
             if caps is None and arp:
-                caps = [c for c in arp if c.holds(frame, pkt)]
+                caps = [c for c in arp if c.holds(frame, key)]
             if not caps:
                 continue
             for cap in caps:
