@@ -9,7 +9,7 @@ evicted first (counted in ``evicted``), and ``MAX_ENTRIES`` times or values per 
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -81,11 +81,20 @@ def _hashable(value: Any) -> Any:
 
 
 class _Group:
+    """One group's window: match times (event_count) or the last time of each distinct value
+    (value_count). Only the kind's own container is made, and times are a list (a deque costs
+    ~600 bytes even empty): a flood of sources makes tens of thousands of groups."""
+
     __slots__ = ("times", "values")
 
-    def __init__(self) -> None:
-        self.times: deque[int] = deque(maxlen=MAX_ENTRIES)
-        self.values: OrderedDict[Any, int] = OrderedDict()
+    times: list[int]
+    values: OrderedDict[Any, int]
+
+    def __init__(self, value_count: bool) -> None:
+        if value_count:
+            self.values = OrderedDict()
+        else:
+            self.times = []
 
 
 class Correlator:
@@ -101,6 +110,7 @@ class Correlator:
         #: groups dropped because ``max_groups`` were held
         self.evicted = 0
         self._group_of = self._grouper()
+        self._value_count = spec.kind == "value_count"
         self._observe: Callable[[_Group, Event, int], int] = (
             self._count_values if spec.kind == "value_count" else self._count_events
         )
@@ -131,7 +141,7 @@ class Correlator:
             if len(groups) >= self.max_groups:
                 groups.popitem(last=False)
                 self.evicted += 1
-            group = groups[key] = _Group()
+            group = groups[key] = _Group(self._value_count)
         else:
             groups.move_to_end(key)
         ts = event.envelope.ts
@@ -144,10 +154,15 @@ class Correlator:
     def _count_events(self, group: _Group, event: Event, ts: int) -> int:
         times = group.times
         start = ts - self.spec.timespan_ns
-        while times and times[0] <= start:
-            times.popleft()
-        if len(times) >= self.max_entries:
-            times.popleft()
+        stale = 0
+        for seen in times:
+            if seen > start:
+                break
+            stale += 1
+        if len(times) - stale >= self.max_entries:
+            stale += 1
+        if stale:
+            del times[:stale]
         times.append(ts)
         return len(times)
 
