@@ -305,9 +305,12 @@ class EvidenceRecorder:
         get = by_key.get
         for frame, key in self._packets(have):
             number += 1
-            caps = get(key) if key is not None else None
-            if caps is None and arp:
+            if key is not None:
+                caps = get(key)
+            elif arp:  # no flow key: ARP (or not IP at all)
                 caps = [c for c in arp if c.holds(frame, key)]
+            else:
+                continue
             if not caps:
                 continue
             for cap in caps:
