@@ -94,11 +94,14 @@ def replay(
     DIR/spool/ whatever it cannot take. Exit codes: 0 ok, 1 a capture could not be read (output
     so far is kept), 2 usage/config error (a broken rule file included).
 
-    With --workers N, N processes each read the captures and keep the traffic of their share of
-    the host pairs (every flow between two hosts, both directions, in one worker; frames that
-    are not IP in worker 0); one writer merges their documents, stats and assets. Documents come
-    in a different order; rules that correlate several host pairs (scans, sweeps) count within
-    one worker's share. Evidence pcaps are written under DIR/workers/N/evidence/. No progress bar.
+    With --workers N, N processes each read the captures and keep their share of the host
+    pairs (both directions of every flow between two hosts, and every IP fragment, in one
+    worker; frames that are not IP, ARP included, in worker 0). One writer merges their
+    documents, assets and stats (each worker counts the frames it kept: together, each frame
+    once). Documents come in another order. What spans several host pairs sees one worker's
+    share: correlation rules grouped by one host (host sweeps), the baseline's new-asset and
+    outlier-model checks, the services ARP alerts name. Evidence pcaps are written under
+    DIR/workers/N/evidence/. No progress bar.
     """
     cfg, decode_rules = settings(config, decode_as)
     out_dir = out if out is not None else cfg.outputs.dir
