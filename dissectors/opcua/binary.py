@@ -671,6 +671,65 @@ class Reader:
     def data_value(self) -> Record:
         """A DataValue as ``type``, ``value`` (see :meth:`variant`), ``status`` and
         ``status_name`` (Good when not encoded), ``source_timestamp``, ``server_timestamp``."""
+        data = self.data
+        at = self.pos
+        end = self.end
+        if at + 1 < end and self.depth + 2 <= MAX_DEPTH:
+            # the common case in one pass: no Variant, or a Null or fixed-size scalar one,
+            # and every field whole in the bytes
+            mask = data[at]
+            pos = at + 1
+            size = _DATA_VALUE_SIZES[mask & 0x3E]
+            out: Record
+            if not mask & DV_VALUE:
+                out = {}
+            elif data[pos] == 0:
+                out = {"type": "Null"}
+                pos += 1
+            else:
+                kind = data[pos]
+                fixed = _FIXED_SCALARS.get(kind)
+                if fixed is None or pos + 1 + fixed[1] + size > end:
+                    return self._data_value()
+                name, width, unpack = fixed
+                out = {"type": name}
+                if self.budget > 0:
+                    self.budget -= 1
+                    value = unpack(data, pos + 1)[0]
+                    out["value"] = json_float(value) if kind == 11 else value
+                else:
+                    self.truncated = True
+                pos += 1 + width
+            if pos + size > end:
+                return self._data_value()
+            if mask & DV_STATUS:
+                code: int = _U32(data, pos)[0]
+                pos += 4
+                out["status"] = code
+                out["status_name"] = _GOOD if code == 0 else status_name(code)
+            else:
+                out["status"] = 0
+                out["status_name"] = _GOOD
+            if mask & DV_SOURCE_TS:
+                ticks: int = _I64(data, pos)[0]
+                pos += 8
+                if ticks > 0:
+                    out["source_timestamp"] = ticks_to_iso(ticks)
+            if mask & DV_SOURCE_PICO:
+                pos += 2
+            if mask & DV_SERVER_TS:
+                ticks = _I64(data, pos)[0]
+                pos += 8
+                if ticks > 0:
+                    out["server_timestamp"] = ticks_to_iso(ticks)
+            if mask & DV_SERVER_PICO:
+                pos += 2
+            self.pos = pos
+            return out
+        return self._data_value()
+
+    def _data_value(self) -> Record:
+        """:meth:`data_value`, any Variant, every check."""
         self.enter()
         mask = self.byte()
         out: Record = self.variant() if mask & DV_VALUE else {}  # a new dict: ours to extend
@@ -786,6 +845,15 @@ _FIXED_SCALARS: dict[int, tuple[str, int, Callable[[Buffer, int], tuple[Any, ...
     )
 }
 _GOOD = status_name(0)
+#: bytes after a DataValue's Variant, by encoding mask (status, timestamps, picoseconds)
+_DATA_VALUE_SIZES = tuple(
+    (mask & DV_STATUS and 4)
+    + (mask & DV_SOURCE_TS and 8)
+    + (mask & DV_SERVER_TS and 8)
+    + (mask & DV_SOURCE_PICO and 2)
+    + (mask & DV_SERVER_PICO and 2)
+    for mask in range(64)
+)
 
 
 def _variant_value(r: Reader) -> Any:

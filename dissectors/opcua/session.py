@@ -50,6 +50,8 @@ _ABORTED = ("opcua.chunk_aborted",)
 _TRUNCATED = ("opcua.truncated",)
 _NON_OPCUA = ("opcua.non_opcua_payload",)
 _MAX_STRING = 4096
+_INTERMEDIATE, _ABORT = ord("C"), ord("A")  # chunk types; "F" is the final chunk
+_TYPE_TEXT = {mtype: mtype.decode() for mtype in MESSAGE_TYPES}
 _PDU_BATCH = 256
 
 
@@ -272,7 +274,7 @@ class OpcUaSession:
             raise IndexError
         channel_id = U32.unpack_from(data, pos)[0]
         pos += 4
-        head: Record = {"message_type": mtype.decode(), "secure_channel_id": channel_id}
+        head: Record = {"message_type": _TYPE_TEXT[mtype], "secure_channel_id": channel_id}
         encrypted = False
         if mtype == b"OPN":
             policy, pos = _string(data, pos, end)
@@ -291,9 +293,15 @@ class OpcUaSession:
                 raise IndexError
             head["token_id"] = U32.unpack_from(data, pos)[0]
             pos += 4
-            if self.channel.get("security_policy_uri"):
-                head["security_policy_uri"] = self.channel["security_policy_uri"]
-            encrypted = self._encrypted(data, pos, end)
+            channel = self.channel
+            if channel:
+                uri = channel.get("security_policy_uri")
+                if uri:
+                    head["security_policy_uri"] = uri
+                policy = channel.get("security_policy")
+                encrypted = (
+                    policy is not None and policy != "None" and self._encrypted(data, pos, end)
+                )
         state = self.dirs[from_client]
         anomalies: tuple[str, ...] = ()
         if encrypted:
@@ -333,7 +341,7 @@ class OpcUaSession:
         """Assemble a message from its chunks ('C' intermediate, 'F' final, 'A' abort)."""
         chunks = self.dirs[from_client].chunks
         part = chunks.get(key)
-        if ctype == ord("C"):
+        if ctype == _INTERMEDIATE:
             if part is None:
                 part = chunks[key] = [head, [], 0, 0, anomalies]
             part[1].append(bytes(data[body_start:body_end]))
@@ -346,7 +354,7 @@ class OpcUaSession:
                 fields = {**head, "chunk_count": part[3], "body_bytes": part[2]}
                 self._malformed("opcua-message-too-large", fields, _TOO_LARGE, from_client, ts)
             return
-        if ctype == ord("A"):
+        if ctype == _ABORT:
             if part is not None:
                 del chunks[key]
             fields = {**head, "chunk_count": (part[3] if part else 0) + 1}
@@ -471,7 +479,8 @@ class OpcUaSession:
 
     def _signature_length(self) -> int:
         """Bytes of symmetric signature ending a Sign-only chunk (0 without a policy)."""
-        return SIGNATURE_LENGTHS.get(self.channel.get("security_policy", "None"), 0)
+        channel = self.channel
+        return SIGNATURE_LENGTHS.get(channel.get("security_policy", "None"), 0) if channel else 0
 
     def _encrypted(self, data: Buffer, pos: int, end: int) -> bool:
         """Is this MSG / CLO body encrypted? With no policy, or where the body begins with the
