@@ -473,6 +473,12 @@ class FlowTable:
         self.ended[reason] += 1
         if self.on_flow_end is not None:
             self.on_flow_end(flow)
+        # flow -> context -> flow (and dissector -> context -> flow) are cycles: undone here, an
+        # ended flow is freed as soon as nothing refers to it, not at the next full collection
+        ctx = flow.ctx
+        if ctx is not None:
+            flow.ctx = None
+            del ctx.flow
 
     def sweep(self, ts: int) -> None:
         """End flows that closed a while ago or went idle."""
