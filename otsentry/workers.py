@@ -382,6 +382,9 @@ class Supervisor:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             codes = [_exit_code(pid) for pid in self._pids]
+            for number, code in enumerate(codes):
+                if code < 0:  # its documents and counts so far are in; the rest is lost
+                    self._error(f"worker {number} was killed by signal {-code}")
             self._finish()
         return 0 if all(code == 0 for code in codes) else 1
 
