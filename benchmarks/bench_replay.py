@@ -34,7 +34,11 @@ TSHARK_FIELDS = ("frame.number", "mbtcp.trans_id", "s7comm.header.rosctr", "opcu
 TOOLS = (
     "tshark",
     "replay",
+    "replay-baseline",
+    "replay-workers",
+    "replay-workers-baseline",
     "replay-no-events",
+    "dissect-only",
     "flows",
     "decode",
     "read",
@@ -137,27 +141,68 @@ def bench_tshark(file: Path, total: int) -> Row:
     return _row("tshark -T fields", measure(argv, stdout=Path(os.devnull)), total, False)
 
 
-def bench_replay(file: Path, pin: bool, events: bool = True) -> Row:
-    """``otsentry replay``; without ``events`` the protocol events are built (and would feed
-    rules and baselines) but not written to ``events.ndjson``."""
+#: config of the rows that leave parts of the pipeline out
+_NO_EVENTS = "outputs:\n  events: false\n"
+_DISSECT_ONLY = (
+    "outputs:\n  events: false\n  alerts: false\n  assets: false\n"
+    "detection:\n  builtin_rules: false\nalerts:\n  evidence:\n    enabled: false\n"
+)
+
+
+def bench_replay(
+    file: Path,
+    pin: bool,
+    *,
+    name: str = "otsentry replay",
+    config: str | None = None,
+    baseline: Path | None = None,
+    workers: int = 1,
+) -> Row:
+    """``otsentry replay`` as users run it (every protocol event written to ``events.ndjson``),
+    or with ``config`` leaving parts out, a ``baseline`` loaded, or ``workers`` processes (those
+    rows use every core: never pinned)."""
+    pin = pin and workers == 1
     with tempfile.TemporaryDirectory(prefix="otsentry-bench-") as out:
         argv = [*pin_prefix(pin), *_otsentry_argv(), "replay", str(file), "--out", out, "--quiet"]
-        if not events:
-            config = Path(out, "otsentry.yaml")
-            config.write_text("outputs:\n  events: false\n")
-            argv += ["--config", str(config)]
-        run = measure(argv, stdout=Path(os.devnull))
+        if config is not None:
+            path = Path(out, "otsentry.yaml")
+            path.write_text(config)
+            argv += ["--config", str(path)]
+        if baseline is not None:
+            argv += ["--baseline", str(baseline)]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        run = measure(argv, stdout=Path(os.devnull), tree=workers > 1)
         stats = json.loads(Path(out, "stats.json").read_text())
-    name = "otsentry replay" if events else "otsentry replay (events not written)"
     row = _row(name, run, stats["packets"], bool(pin_prefix(pin)))
-    row.loop_pps = stats["packets_per_second"]
+    row.loop_pps = stats.get("packets_per_second")
     row.extra = {
         "flows": stats["flows"],
         "assets": stats["assets"],
         "pdus": sum(stats["pdus"].values()),
         "events": sum(stats["events"].values()),
+        "alerts": sum(stats.get("alerts", {}).values()),
     }
+    if workers > 1:  # the processes' RSS together (sampled), not the largest one's peak
+        row.peak_rss_mb = run.tree_rss_mb
+        row.extra["largest_process_peak_rss_mb"] = run.peak_rss_mb
     return row
+
+
+def learned_baseline(file: Path) -> Path:
+    """The baseline learned from ``file`` itself (``otsentry baseline learn``), built once next to
+    it: the replay then checks the capture against its own plant's baseline."""
+    out = file.with_name(file.stem + ".baseline")
+    if not out.is_dir() or file.stat().st_mtime > out.stat().st_mtime:
+        print(f"learning {out} ...", file=sys.stderr, flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run(
+            [*_otsentry_argv(), "baseline", "learn", str(file), "--out", str(out)]
+            + ["--min-events", "1", "--min-seconds", "0"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return out
 
 
 _WORKER_NAMES = {
@@ -283,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="runs per tool, the fastest kept (not scapy/pyshark)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin otsentry to core 0")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 2, help="processes of the --workers rows"
+    )
     args = parser.parse_args(argv)
 
     sources: list[str] = []
@@ -314,7 +362,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: dict[str, Callable[[], Row]] = {
         "tshark": lambda: best_of(rep, lambda: bench_tshark(file, total)),
         "replay": lambda: best_of(rep, lambda: bench_replay(file, pin)),
-        "replay-no-events": lambda: best_of(rep, lambda: bench_replay(file, pin, events=False)),
+        "replay-baseline": lambda: best_of(
+            rep,
+            lambda: bench_replay(
+                file, pin, name="otsentry replay --baseline", baseline=learned_baseline(file)
+            ),
+        ),
+        "replay-workers": lambda: best_of(
+            rep,
+            lambda: bench_replay(
+                file, pin, name=f"otsentry replay --workers {args.workers}", workers=args.workers
+            ),
+        ),
+        "replay-workers-baseline": lambda: best_of(
+            rep,
+            lambda: bench_replay(
+                file,
+                pin,
+                name=f"otsentry replay --workers {args.workers} --baseline",
+                workers=args.workers,
+                baseline=learned_baseline(file),
+            ),
+        ),
+        "replay-no-events": lambda: best_of(
+            rep,
+            lambda: bench_replay(
+                file, pin, name="otsentry replay (events not written)", config=_NO_EVENTS
+            ),
+        ),
+        "dissect-only": lambda: best_of(
+            rep,
+            lambda: bench_replay(
+                file,
+                pin,
+                name="otsentry replay (dissection only: no rules, no outputs)",
+                config=_DISSECT_ONLY,
+            ),
+        ),
         "flows": lambda: best_of(rep, lambda: bench_worker("flows", file, total, pin=pin)),
         "decode": lambda: best_of(rep, lambda: bench_worker("decode", file, total, pin=pin)),
         "read": lambda: best_of(rep, lambda: bench_worker("read", file, total, pin=pin)),
