@@ -16,7 +16,7 @@ import pytest
 
 from otsentry.capture import open_capture
 from otsentry.config import Config
-from otsentry.decode import K_DPORT, K_DST, K_SPORT, K_SRC, P_KEY
+from otsentry.decode import K_DPORT, K_DST, K_SPORT, K_SRC
 from otsentry.pipeline import Pipeline, ndjson_streams
 from otsentry.sinks.interface import Stream
 from otsentry.sinks.ndjson import NdjsonSink
@@ -44,7 +44,7 @@ def shard(all_frames: list[Any], workers: int) -> list[list[Any]]:
         if pkt is None:
             shares[0].append(frame)
             continue
-        key = pkt[P_KEY]
+        key = pkt[0]  # the flow key (P_KEY)
         ends = sorted([(key[K_SRC], key[K_SPORT]), (key[K_DST], key[K_DPORT])])
         shares[hash(repr(ends)) % workers].append(frame)
     return shares
