@@ -183,7 +183,7 @@ def bench_replay(
         "events": sum(stats["events"].values()),
         "alerts": sum(stats.get("alerts", {}).values()),
     }
-    if workers > 1:  # the processes' RSS together (sampled), not the largest one's peak
+    if workers > 1:  # the processes' memory together (PSS, sampled), not the largest one's peak
         row.peak_rss_mb = run.tree_rss_mb
         row.extra["largest_process_peak_rss_mb"] = run.peak_rss_mb
     return row

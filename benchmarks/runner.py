@@ -6,8 +6,9 @@ is its peak resident set (or that of a descendant it waited for, if larger). The
 in between because Linux carries the peak RSS of the memory image a process replaces at
 ``execve`` into its own: spawned straight from the benchmark, every tool would report at least
 the benchmark's RSS; forked from the launcher, at least the launcher's (a few MB). A command
-that runs several processes at once (``--workers``) holds the sum of their RSS: with ``tree`` the
-launcher also samples the RSS of the whole process tree every 20 ms and reports the largest sum.
+that runs several processes at once (``--workers``) holds the sum of their memory: with ``tree``
+the launcher also samples the proportional set size (PSS, pages shared after fork counted once)
+of the whole process tree every 20 ms and reports the largest sum.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ WORKERS = HERE / "workers.py"
 _LAUNCHER = """
 import os, sys, time
 report, tree, argv = sys.argv[1], sys.argv[2] == "tree", sys.argv[3:]
-page = os.sysconf("SC_PAGE_SIZE")
 
 def tree_rss(root):
     total, todo = 0, [root]
@@ -37,8 +37,11 @@ def tree_rss(root):
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/children") as fh:
                     todo += [int(c) for c in fh.read().split()]
-            with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1]) * page
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
         except (OSError, ValueError):
             pass
     return total
@@ -76,8 +79,9 @@ class Measurement:
     cpu_seconds: float
     peak_rss_mb: float
     returncode: int
-    #: the largest sum of the RSS of the process and all its descendants, sampled every 20 ms
-    #: (``tree=True`` only; 0 otherwise): what a multi-process run holds at once
+    #: the largest sum of the proportional set size (PSS: pages shared after fork counted once)
+    #: of the process and all its descendants, sampled every 20 ms (``tree=True`` only; 0
+    #: otherwise): what a multi-process run holds at once
     tree_rss_mb: float
     stdout: str
     stderr: str
