@@ -108,8 +108,11 @@ def _server_facts(
 ) -> dict[str, Any] | None:
     """What the server said about itself, the security it offers (GetEndpoints / CreateSession
     endpoints) and, when a secure channel opens, the security used on it."""
-    facts: dict[str, Any] = dict(server_identity(resp) or {})
+    identity = server_identity(resp)
     endpoints = resp.get("endpoints")
+    if identity is None and endpoints is None and not security:  # the common case
+        return None
+    facts: dict[str, Any] = dict(identity or {})
     if isinstance(endpoints, list):
         offered = []
         for endpoint in endpoints:

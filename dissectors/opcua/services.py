@@ -963,7 +963,8 @@ def server_identity(rec: dict[str, Any]) -> dict[str, str] | None:
     results = rec.get("results") if rec.get("service") == "ReadResponse" else None
     if isinstance(results, list):
         for result in results:
-            info = _build_info(result.get("value")) if isinstance(result, dict) else None
+            value = result.get("value") if isinstance(result, dict) else None
+            info = _build_info(value) if isinstance(value, dict) else None  # (mostly numbers)
             if info is None:
                 continue
             for key in _BUILD_KEYS:
