@@ -944,12 +944,17 @@ def _eu_information(r: Reader) -> Record:
 
 
 def _argument(r: Reader) -> Record:
-    out: Record = {"name": r.string(), "data_type": r.nodeid(), "value_rank": r.int32()}
+    name = r.string()
+    out: Record = {} if name is None else {"name": name}
+    out["data_type"] = r.nodeid()
+    out["value_rank"] = r.int32()
     dims = [r.uint32() for _ in range(r.array_length())]
     if dims:
         out["array_dimensions"] = dims[:STRING_CAP]
-    out["description"] = r.localized_text()
-    return {k: v for k, v in out.items() if v is not None}
+    description = r.localized_text()
+    if description is not None:
+        out["description"] = description
+    return out
 
 
 def _enum_value(r: Reader) -> Record:
