@@ -178,6 +178,7 @@ def bench_replay(
     row.loop_pps = stats.get("packets_per_second")
     row.extra = {
         "flows": stats["flows"],
+        "flows_peak": stats["flows_peak"],
         "assets": stats["assets"],
         "pdus": sum(stats["pdus"].values()),
         "events": sum(stats["events"].values()),

@@ -1,12 +1,13 @@
-"""Peak RSS of otsentry's read + decode + flows + reassembly path against capture length.
+"""Peak RSS of otsentry against capture length: the full replay, or the no-dissector path.
 
     python benchmarks/rss_flatness.py [--packets 1000000 10000000] [--networks 256]
                                       [--variants fixed distinct] [--source FILE ...]
-                                      [--rebuild] [--json OUT]
+                                      [--mode replay|flows] [--rebuild] [--json OUT]
 
 For each length, builds captures with ``make_capture.py`` (kept in ``benchmarks/data/`` between
-runs unless ``--rebuild``) and runs the null-dissector worker of ``workers.py`` on each, pinned
-to core 0. Two variants:
+runs unless ``--rebuild``) and runs, pinned to core 0, either ``otsentry replay`` as users run it
+(``--mode replay``, the default: three dissectors, the rule pack, evidence, every event written)
+or the null-dissector worker of ``workers.py`` (``--mode flows``). Two variants:
 
 * ``fixed``: the copies cycle through ``--networks`` address blocks, so every length holds the
   same hosts and only the number of flows grows; a flat peak RSS here means memory does not grow
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import make_capture
+from bench_replay import bench_replay
 from runner import RunError, worker
 
 from otsentry.capture import CaptureError
@@ -71,6 +73,34 @@ def _table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _measure(mode: str, variant: str, path: Path, *, pin: bool) -> dict[str, Any]:
+    if mode == "replay":
+        row = bench_replay(path, pin)
+        return {
+            "variant": variant,
+            "file": str(path),
+            "packets": row.packets,
+            "seconds": row.seconds,
+            "loop_pps": row.loop_pps or 0.0,
+            "peak_rss_mb": row.peak_rss_mb,
+            "flows": row.extra["flows"],
+            "flows_peak": row.extra["flows_peak"],
+            "assets": row.extra["assets"],
+        }
+    run, report = worker("flows", path, pin=pin)
+    return {
+        "variant": variant,
+        "file": str(path),
+        "packets": report["packets"],
+        "seconds": run.seconds,
+        "loop_pps": report["packets"] / report["seconds"],
+        "peak_rss_mb": run.peak_rss_mb,
+        "flows": report["flows"],
+        "flows_peak": report["flows_peak"],
+        "assets": report["assets"],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -83,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--source", type=Path, nargs="+", metavar="FILE", help="source captures [pcaps/*.pcap]"
     )
+    parser.add_argument("--mode", choices=("replay", "flows"), default="replay")
     parser.add_argument("--rebuild", action="store_true", help="rebuild existing captures")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to core 0")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also save the results here")
@@ -107,23 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"built {path} in {summary.seconds:.1f} s", file=sys.stderr)
             print(f"running {path} ...", file=sys.stderr, flush=True)
             try:
-                run, report = worker("flows", path, pin=not args.no_pin)
+                results.append(_measure(args.mode, variant, path, pin=not args.no_pin))
             except RunError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            results.append(
-                {
-                    "variant": variant,
-                    "file": str(path),
-                    "packets": report["packets"],
-                    "seconds": run.seconds,
-                    "loop_pps": report["packets"] / report["seconds"],
-                    "peak_rss_mb": run.peak_rss_mb,
-                    "flows": report["flows"],
-                    "flows_peak": report["flows_peak"],
-                    "assets": report["assets"],
-                }
-            )
 
     print(_table(results))
     if args.json is not None:
