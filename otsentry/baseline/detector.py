@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otsentry.baseline.aspect import KINDS, Deviation, ReportedOnce, rule_id
+from otsentry.baseline.aspect import KINDS, Aspect, Deviation, ReportedOnce, rule_id
 from otsentry.baseline.segment import FORMAT_VERSION, SegmentBaseline
 from otsentry.detect.attack import attack_ics
 from otsentry.detect.model import LEVELS
@@ -96,6 +96,13 @@ class Detector:
         self._last_ts = 0
         self._attack = attack_ics()
         self._techniques: dict[tuple[str, ...], tuple[Technique, ...]] = {}
+        #: the aspects with time-based checks (most have none), in baseline and aspect order
+        self._tickers = [
+            (baseline, aspect)
+            for baseline in self.baselines.values()
+            for aspect in baseline.aspects.values()
+            if type(aspect).tick is not Aspect.tick
+        ]
 
     # -- the hook ---------------------------------------------------------------------------
     def __call__(self, event: Event) -> list[Alert]:
@@ -124,10 +131,9 @@ class Detector:
     def tick(self, ts: int) -> list[Alert]:
         """Time-based checks and closing windows at packet time ``ts``."""
         self._next_tick = ts + TICK_NS
-        for baseline in self.baselines.values():
-            for aspect in baseline.aspects.values():
-                for dev in aspect.tick(ts):
-                    self._add(dev, baseline, ts)
+        for baseline, aspect in self._tickers:
+            for dev in aspect.tick(ts):
+                self._add(dev, baseline, ts)
         self._close(ts)
         return self._take()
 

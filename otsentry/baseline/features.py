@@ -230,6 +230,8 @@ class WindowExtractor:
         self.clock: int | None = None
         self._links: OrderedDict[LinkKey, _Link] = OrderedDict()
         self._open = 0
+        #: window index → the links with a window open at it (closing looks only here)
+        self._at: dict[int, set[LinkKey]] = {}
         #: the lowest window index that may still be open (closing scans start here)
         self._low = 0
         self.stats = ExtractorStats()
@@ -295,6 +297,7 @@ class WindowExtractor:
                 out.append(self._vector(key, link, link.windows[index], complete=False))
             link.windows.clear()
         self._open = 0
+        self._at.clear()
         out.sort(key=_order)
         return out
 
@@ -325,29 +328,43 @@ class WindowExtractor:
         if window is None:
             window = link.windows[index] = _Window(index)
             self._open += 1
+            at = self._at.get(index)
+            if at is None:
+                self._at[index] = {key}
+            else:
+                at.add(key)
             if self._open > self.max_open:
                 self._force_oldest(closed, keep=(key, index))
         return window
 
     def _close_before(self, index: int) -> list[WindowVector]:
+        at = self._at
+        due = [i for i in at if i < index]
+        if not due:
+            return []
         out: list[WindowVector] = []
-        for key, link in self._links.items():
-            windows = link.windows
-            if not windows:
-                continue
-            for i in sorted(windows):
-                if i >= index:
-                    break
-                out.append(self._vector(key, link, windows.pop(i), complete=True))
+        links = self._links
+        for i in due:
+            for key in at.pop(i):
+                link = links[key]
+                out.append(self._vector(key, link, link.windows.pop(i), complete=True))
                 self._open -= 1
         out.sort(key=_order)
         return out
+
+    def _forget(self, key: LinkKey, index: int) -> None:
+        """``key``'s window at ``index`` is no longer open."""
+        at = self._at[index]
+        at.discard(key)
+        if not at:
+            del self._at[index]
 
     def _evict_link(self, closed: list[WindowVector]) -> None:
         key, link = self._links.popitem(last=False)
         self.stats.links_evicted += 1
         for index in sorted(link.windows):
             closed.append(self._vector(key, link, link.windows[index], complete=False))
+            self._forget(key, index)
             self._open -= 1
 
     def _force_oldest(self, closed: list[WindowVector], keep: tuple[LinkKey, int]) -> None:
@@ -361,6 +378,7 @@ class WindowExtractor:
         index, key = oldest
         link = self._links[key]
         closed.append(self._vector(key, link, link.windows.pop(index), complete=False))
+        self._forget(key, index)
         self._open -= 1
         self.stats.windows_forced += 1
 
@@ -438,10 +456,19 @@ class WindowExtractor:
             link.last_ts = ts
         fields = event.fields
         w.items += _items(fields)
-        for unit in _units(fields):
-            self._remember(w.units, unit)
-        for address in _addresses(fields):
-            self._remember(w.addresses, address)
+        # units and addresses: a Modbus request's from its fields, others' from their records
+        unit = fields.get("unit_id")
+        address = fields.get("address")
+        if unit is not None:
+            self._remember(w.units, ("unit", unit))
+        if isinstance(address, int):
+            self._remember(w.addresses, ("modbus", unit, fields.get("function_code"), address))
+        if not _RECORD_KEYS.isdisjoint(fields):
+            for record in _records(fields.get("items")):
+                if "area" in record:
+                    self._remember(w.units, ("area", record.get("area"), record.get("db")))
+            for address in _record_addresses(fields):
+                self._remember(w.addresses, address)
 
     def _remember(self, seen: set[Any], item: Any) -> None:
         if item in seen:
@@ -488,19 +515,12 @@ def _items(fields: Mapping[str, Any]) -> int:
     return 0
 
 
-def _units(fields: Mapping[str, Any]) -> Iterable[Any]:
-    unit = fields.get("unit_id")
-    if unit is not None:
-        yield ("unit", unit)
-    for item in _records(fields.get("items")):
-        if "area" in item:
-            yield ("area", item.get("area"), item.get("db"))
+#: the fields that hold lists of records (S7 items, OPC UA nodes, methods and paths)
+_RECORD_KEYS: Final = frozenset({"items", "nodes", "methods", "paths"})
 
 
-def _addresses(fields: Mapping[str, Any]) -> Iterable[Any]:
-    address = fields.get("address")
-    if isinstance(address, int):
-        yield ("modbus", fields.get("unit_id"), fields.get("function_code"), address)
+def _record_addresses(fields: Mapping[str, Any]) -> Iterable[Any]:
+    """The addresses in an event's records: S7 items, OPC UA nodes, methods and paths."""
     for item in _records(fields.get("items")):
         if "area" in item:
             yield ("s7", item.get("area"), item.get("db"), item.get("byte"))
