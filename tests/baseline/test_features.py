@@ -146,3 +146,23 @@ def test_state_is_bounded() -> None:
     (w3,) = [w for w in x.flush() if w.link[2] == "10.0.0.3"]
     assert w3.values["addresses_distinct"] == 3
     assert x.stats.capped >= 7
+
+
+def test_every_event_is_in_exactly_one_window_whatever_closes_it() -> None:
+    """Links evicted, windows forced closed early, late events, windows due: each event is
+    counted in one window that comes out once, and nothing stays open after a flush."""
+    ex = WindowExtractor(2.0, max_links=4, max_open_windows=5)
+    servers = [f"10.10.30.{n}" for n in range(5, 11)]
+    out: list[WindowVector] = []
+    sent = 0
+    for step in range(400):
+        ts = step * 0.37 - (3.0 if step % 9 == 0 else 0.0)  # some late
+        server = servers[4 + step // 25 % 2] if step % 25 == 0 else servers[step % 4]
+        out += ex.add(event(ts, server=server))
+        sent += 1
+        assert len(ex) == sum(len(keys) for keys in ex._at.values())
+    out += ex.flush()
+    assert len(ex) == 0 and not ex._at
+    assert sum(w.events for w in out) == sent
+    assert len({(w.link, w.start) for w in out if w.complete}) == sum(w.complete for w in out)
+    assert ex.stats.links_evicted and ex.stats.windows_forced and ex.stats.late
