@@ -4,8 +4,9 @@ The choice. Windows of one segment come from links that behave very differently 
 a PLC five times a second, an engineering station browsing an OPC UA server, a nightly backup),
 so "normal" is many small clusters, and an OT network repeats itself: most learned windows are
 exact or near copies of each other. The model is therefore the distance to the nearest learned
-window (k = 1, the kNN novelty detector of Ramaswamy et al. 2000) in robust z units,
-scikit-learn's ``NearestNeighbors`` doing the search. Against the alternatives:
+window (k = 1, the kNN novelty detector of Ramaswamy et al. 2000) in robust z units, with
+scikit-learn's ``nan_euclidean`` metric (scikit-learn's ``NearestNeighbors`` at training, a
+direct numpy search when scoring: see ``_Points``). Against the alternatives:
 
 - IsolationForest never splits on a feature that was constant during learning, so a count that
   was always 0 (exceptions, writes, failed connections) is invisible to it however large it
@@ -18,7 +19,7 @@ scikit-learn's ``NearestNeighbors`` doing the search. Against the alternatives:
   "like nothing": a window of a quiet link is far from the median of a busy segment.
 
 The nearest window answers that directly, is exact and deterministic (no random state at all),
-scores a batch of windows in one matrix product, and explains itself: the features that drove a
+scores a batch of windows in a few array operations, and explains itself: the features that drove a
 score are the ones in which the window differs most from its nearest learned window.
 
 Scaling: every feature is ``log1p`` of a count, byte total or milliseconds (counts grow by
@@ -36,8 +37,9 @@ every action seen while learning (sorted), then ``action.other`` (events of any 
 The file ``DIR/<segment>.model.joblib`` is a joblib dump of a header (format, format version,
 scikit-learn version, feature names, fingerprint) and the pickled model; loading checks the
 header before it unpickles anything and refuses a file of another format version, another
-scikit-learn version or other features with ``ModelFileError`` saying what to do. numpy,
-scikit-learn and joblib are imported only when a model is trained or loaded.
+scikit-learn version or other features with ``ModelFileError`` saying what to do. numpy and
+joblib are imported only when a model is trained or loaded, scikit-learn only when one is
+trained or written: loading and scoring do without it.
 """
 
 from __future__ import annotations
@@ -295,25 +297,40 @@ class OutlierModel:
     def score_many(self, windows: Sequence[WindowVector]) -> list[Score]:
         """Rate windows, each against the learned windows of its service (of every service
         when its service was never learned)."""
+        return [score for _, score in self._rate(windows, only_outliers=False)]
+
+    def outliers(self, windows: Sequence[WindowVector]) -> list[tuple[int, Score]]:
+        """The positions and scores of the windows beyond the threshold (as ``score_many``
+        rates them; the others are not explained)."""
+        return self._rate(windows, only_outliers=True)
+
+    def _rate(
+        self, windows: Sequence[WindowVector], *, only_outliers: bool
+    ) -> list[tuple[int, Score]]:
         import numpy as np
 
         if not windows:
             return []
         logs = np.array([self.vector(w.values) for w in windows])
         scaled = self._scaled(logs)
-        out: list[Score | None] = [None] * len(windows)
+        out: list[tuple[int, Score]] = []
         groups = self._groups
         by_service: dict[str, list[int]] = {}
         for i, w in enumerate(windows):
             service = w.link[3] if w.link[3] in groups else ""
             by_service.setdefault(service, []).append(i)
+        threshold = self.threshold
         for service, members in sorted(by_service.items()):
             group = groups[service]
             dist, idx = group.nearest(scaled[members])
             for j, i in enumerate(members):
+                d = float(dist[j])
+                if only_outliers and not _round(d) > threshold:
+                    continue
                 nearest = self.points[group.rows[idx[j]]]
-                out[i] = self._explain(windows[i], logs[i], nearest, float(dist[j]))
-        return [s for s in out if s is not None]
+                out.append((i, self._explain(windows[i], logs[i], nearest, d)))
+        out.sort(key=lambda pair: pair[0])
+        return out
 
     def _explain(self, w: WindowVector, logs: Matrix, nearest: Matrix, dist: float) -> Score:
         import numpy as np

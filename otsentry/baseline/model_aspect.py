@@ -223,10 +223,9 @@ class ModelAspect(Aspect):
             return []
         self.scored += len(complete)
         out: list[Deviation] = []
-        for window, score in zip(complete, self.model.score_many(complete), strict=True):
-            if score.outlier:
-                self.outliers += 1
-                out.append(self._deviation(window, score))
+        for i, score in self.model.outliers(complete):
+            self.outliers += 1
+            out.append(self._deviation(complete[i], score))
         return out
 
     def _deviation(self, w: WindowVector, s: Score) -> Deviation:

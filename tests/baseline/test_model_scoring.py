@@ -119,3 +119,13 @@ def test_a_loaded_model_scores_without_importing_scikit_learn_and_saves_its_inde
     saved = pickle.loads(joblib.load(tmp_path / "again.model.joblib")["model"])
     assert set(saved["indexes"]) == set(model._groups)
     assert all(hasattr(index, "kneighbors") for index, _ in saved["indexes"].values())
+
+
+def test_outliers_are_the_outlying_scores_of_score_many() -> None:
+    model = OutlierModel.train(complete_windows(*NORMAL), 2.0)
+    windows = [w for name in ATTACKS for w in complete_windows(name)]
+    scores = model.score_many(windows)
+    expected = [(i, s) for i, s in enumerate(scores) if s.outlier]
+    assert expected and len(expected) < len(windows)
+    assert model.outliers(windows) == expected
+    assert model.outliers([]) == []
