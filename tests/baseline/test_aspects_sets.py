@@ -7,9 +7,10 @@ from typing import Any
 
 from otsentry.baseline.aspect import AnomalyKind
 from otsentry.baseline.assets import AssetsAspect
-from otsentry.baseline.functions import FunctionsAspect, function_of, is_read
+from otsentry.baseline.functions import FunctionsAspect, _known_key, function_of, is_read
 from otsentry.baseline.links import LinksAspect
 from otsentry.model import Envelope, Event
+from tests.baseline import lab_windows
 from tests.baseline.conftest import events_of
 
 
@@ -110,3 +111,15 @@ def test_functions_new_on_a_link(normal_events: list[Event]) -> None:
         f for f in data["functions"] if f["protocol"] == "modbus" and f["server"] == "10.10.30.5"
     ]
     assert {(f["unit"], f["function"]) for f in modbus} >= {(1, "3"), (1, "16"), (2, "6")}
+
+
+def test_the_quick_key_of_a_modbus_request_is_the_full_ones() -> None:
+    quick = 0
+    for name in ("modbus_normal.pcap", "modbus_attacks.pcap", "modbus_abuse.pcap"):
+        for event in lab_windows.events_of(name):
+            known = _known_key(event)
+            if known is not None:
+                quick += 1
+                full = FunctionsAspect.key_of(event)
+                assert full is not None and full[0] == known
+    assert quick > 100
