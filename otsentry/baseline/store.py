@@ -14,6 +14,10 @@ bytes and ``git diff`` of two baselines reads like a change log)::
 The file name is the segment made filename-safe (``10.10.30.0/24`` → ``10.10.30.0_24.yaml``);
 the ``segment`` key inside is what counts. Times are ISO text (packet time, never wall-clock).
 Every problem reading a file raises ``BaselineError`` naming the file, the line and the key.
+
+Reading: ``quickyaml`` reads what the dumper writes (PyYAML anything else), and the data a
+file's bytes parse to is kept by ``loadcache`` under their SHA-256 (in the user's cache
+directory, never beside the files), so a sensor that starts again reads a large baseline fast.
 """
 
 from __future__ import annotations
@@ -124,7 +128,8 @@ def save(baseline: SegmentBaseline, directory: Path) -> Path:
     raw = text.encode("utf-8")
     path.write_bytes(raw)
     baseline.version = version_of(raw)
-    loadcache.put(hashlib.sha256(raw).hexdigest(), _data(text, str(path)))
+    if loadcache.cache_dir() is not None:  # the next read of this file starts from the cache
+        loadcache.put(hashlib.sha256(raw).hexdigest(), _data(text, str(path)))
     stem = path.with_suffix("")
     for aspect in baseline.aspects.values():
         aspect.save_side(stem)
