@@ -191,9 +191,10 @@ def bench_replay(
 
 
 def learned_baseline(file: Path) -> Path:
-    """The baseline learned from ``file`` itself (``otsentry baseline learn``), built once next to
-    it: the replay then checks the capture against its own plant's baseline."""
-    out = file.with_name(file.stem + ".baseline")
+    """The baseline learned from ``file`` itself (``otsentry baseline learn``), built once into
+    ``benchmarks/data/<name>.baseline``: the replay then checks the capture against its own
+    plant's baseline."""
+    out = make_capture.DATA_DIR / (file.stem + ".baseline")
     if not out.is_dir() or file.stat().st_mtime > out.stat().st_mtime:
         print(f"learning {out} ...", file=sys.stderr, flush=True)
         shutil.rmtree(out, ignore_errors=True)
