@@ -290,6 +290,9 @@ _REQUEST_HEADER = Struct("<qIIiI")
 #: a response header's timestamp, request handle, service result, diagnostic info encoding
 #: byte and string table length
 _RESPONSE_HEADER = Struct("<qIIBi")
+#: a ReadValueId after its node: attribute id, index range length, data encoding namespace and
+#: name length
+_READ_VALUE_ID_TAIL = Struct("<IiHi")
 
 
 # -- headers ---------------------------------------------------------------------------------------
@@ -390,6 +393,14 @@ def _endpoint(r: Reader) -> Record:
 def _read_value_id(r: Reader) -> Record:
     """ReadValueId: node, attribute, index range, data encoding."""
     out: Record = {"node_id": r.nodeid()}
+    at = r.pos
+    if at + _READ_VALUE_ID_TAIL.size <= r.end:  # no index range, no data encoding: one unpack
+        attribute, index_range, ns, name = _READ_VALUE_ID_TAIL.unpack_from(r.data, at)
+        if -1 <= index_range <= 0 and ns == 0 and -1 <= name <= 0:
+            r.pos = at + _READ_VALUE_ID_TAIL.size
+            out["attribute_id"] = attribute
+            out["attribute"] = ATTRIBUTES.get(attribute, attribute)
+            return out
     attribute = r.uint32()
     out["attribute_id"] = attribute
     out["attribute"] = _enum(ATTRIBUTES, attribute)
@@ -594,6 +605,11 @@ def _browse_description(r: Reader) -> Record:
     out: Record = {"node_id": r.nodeid()}
     out["browse_direction"] = _enum(BROWSE_DIRECTIONS, r.uint32())
     out["reference_type_id"] = r.nodeid()
+    at = r.pos
+    if at + 9 <= r.end:  # include subtypes, and the node class and result masks read over
+        out["include_subtypes"] = r.data[at] != 0
+        r.pos = at + 9
+        return out
     out["include_subtypes"] = r.boolean()
     r.uint32()  # node class mask
     r.uint32()  # result mask

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otsentry.dissectors.opcua import binary
+from otsentry.dissectors.opcua import binary, services
 from otsentry.dissectors.opcua.binary import MAX_DEPTH, DecodeError, Reader
 from otsentry.dissectors.opcua.services import decode_body
 
@@ -151,3 +151,30 @@ def test_decode_body_into_a_record_updates_it_in_place() -> None:
     assert into is head and again == anomalies
     assert list(head) == ["message_type", "service", *[k for k in fresh if k != "service"]]
     assert {k: v for k, v in head.items() if k != "message_type"} == fresh
+
+
+def test_read_value_id_with_and_without_range_and_encoding() -> None:
+    def read_value_id(index_range: bytes, ns: int, name: bytes) -> tuple[dict[str, Any], int]:
+        data = (
+            bytes.fromhex("010204")  # ns=2;i=... four-byte NodeId: ns 2, id 4
+            + bytes.fromhex("00")
+            + binary.U32.pack(13)  # attribute: Value
+            + index_range
+            + binary.U16.pack(ns)
+            + name
+            + b"\xee"  # the next structure's first byte, not read
+        )
+        r = Reader(data, 0, len(data))
+        return services._read_value_id(r), len(data) - 1 - r.pos
+
+    base = {"node_id": "ns=2;i=4", "attribute_id": 13, "attribute": "Value"}
+    null, empty = binary.I32.pack(-1), binary.I32.pack(0)
+    for index_range in (null, empty):
+        for name in (null, empty):
+            assert read_value_id(index_range, 0, name) == (base, 0)
+    assert read_value_id(null, 2, null) == ({**base, "data_encoding": "2:"}, 0)
+    ranged = binary.I32.pack(3) + b"1:2"
+    assert read_value_id(ranged, 0, binary.I32.pack(1) + b"x") == (
+        {**base, "index_range": "1:2", "data_encoding": "x"},
+        0,
+    )
