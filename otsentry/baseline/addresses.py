@@ -281,8 +281,36 @@ class AddressesAspect(Aspect):
 
     # -- detection --------------------------------------------------------------------------
     def check(self, event: Event) -> list[Deviation]:
-        if event.envelope.protocol == "opcua":
+        env = event.envelope
+        if env.protocol == "opcua":
             return self._check_opcua(event)
+        if env.protocol == "modbus" and self._modbus_covered(event):
+            return []
+        return self._check_accesses(event)
+
+    def _modbus_covered(self, event: Event) -> bool:
+        """True when a Modbus event makes no access or one inside its learned ranges (the
+        common case, decided without building the access list); False: ask
+        ``_check_accesses``."""
+        env = event.envelope
+        f = event.fields
+        fc = f.get("function_code")
+        if env.direction == "response" or type(fc) is not int or fc == 23:
+            return False
+        found = _MODBUS.get(fc)
+        address = f.get("address")
+        if found is None or not isinstance(address, int):
+            return True
+        quantity = f.get("quantity")
+        if not isinstance(quantity, int) or quantity < 1 or fc in (5, 6, 22, 24):
+            quantity = 1
+        unit = f.get("unit_id")
+        conn = env.conn
+        key = (conn.client_ip, conn.server_ip, "modbus", unit if isinstance(unit, int) else -1)
+        ranges = self.ranges.get((*key, found[0], found[1]))
+        return ranges is not None and ranges.covers(address, address + quantity - 1)
+
+    def _check_accesses(self, event: Event) -> list[Deviation]:
         found: list[Deviation] = []
         for key, lo, hi in self.accesses(event):
             ranges = self.ranges.get(key)

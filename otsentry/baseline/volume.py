@@ -203,15 +203,22 @@ class VolumeAspect(Aspect):
             return _FLOWS if event.action == "network-flow-start" else -1
         return -1 if env.direction is Direction.RESPONSE else _REQUESTS
 
-    def _advance(self, link: Link, ts: int) -> tuple[_LinkState, list[tuple[list[int], bool]]]:
+    def _advance(
+        self, link: Link, ts: int
+    ) -> tuple[_LinkState, tuple[tuple[list[int], bool], ...]]:
         """The link's state with its window moved to ``ts``; the closed window's counts and
         whether it was interior."""
         w = ts // self._window_ns
-        state = self._states.touch(link, lambda: _LinkState(w, ts))
-        closed: list[tuple[list[int], bool]] = []
+        states = self._states
+        state = states.main.get(link)
+        if state is None:
+            state = states.touch(link, lambda: _LinkState(w, ts))
+        else:  # what touch does for a link in the main tier, without making a maker
+            states.main.move_to_end(link)
+        closed: tuple[tuple[list[int], bool], ...] = ()
         if w > state.window:
             interior = state.prev_busy and w == state.window + 1
-            closed.append((state.counts, interior))
+            closed = ((state.counts, interior),)
             state.prev_busy = w == state.window + 1
             state.window = w
             state.counts = [0, 0]

@@ -138,3 +138,20 @@ def test_tables_are_bounded_and_count_what_they_drop() -> None:
         if event.envelope.protocol == "opcua":
             aspect.learn(event)
     assert len(aspect.nodes) == 2 and aspect.to_data()["dropped"] > 100
+
+
+def test_the_quick_modbus_check_passes_over_only_what_the_full_one_would(
+    normal_events: list[Event],
+) -> None:
+    aspect = learned(normal_events)
+    covered = uncovered = 0
+    for name in ("modbus_normal.pcap", "modbus_attacks.pcap", "modbus_abuse.pcap"):
+        for event in events_of(name):
+            if event.envelope.protocol != "modbus":
+                continue
+            if aspect._modbus_covered(event):
+                covered += 1
+                assert aspect._check_accesses(event) == []
+            elif aspect._check_accesses(event):
+                uncovered += 1
+    assert covered > 100 and uncovered > 0
