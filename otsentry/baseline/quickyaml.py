@@ -2,13 +2,14 @@
 
 ``parse(text)`` returns what PyYAML's safe loader (without the timestamp resolver) returns for
 the same text, or raises ``Unsupported`` for anything outside the plain subset the store's
-dumper emits: block mappings and sequences indented by spaces, one scalar per line (plain,
-single-quoted, or double-quoted without escapes), ``[]`` and ``{}``, full-line comments. Plain
-scalars are resolved by the loader's own implicit resolvers and constructors (memoised), so
-``0x1F``, ``yes``, ``.nan`` or ``1_000`` mean what they mean to PyYAML. Anchors, tags, flow
-collections with content, block scalars, folded or multi-line scalars, tabs, trailing
-comments and documents markers are all ``Unsupported``: the caller then parses with PyYAML,
-which also names the line of any error. It is several times faster than composing PyYAML's
+dumper emits: block mappings and sequences indented by spaces, scalars on their key's or
+item's line (plain ones may go on over more-indented lines, as the dumper folds long text;
+single-quoted, or double-quoted without escapes, on one line), ``[]`` and ``{}``, full-line
+comments. Plain scalars are resolved by the loader's own implicit resolvers and constructors
+(memoised), so ``0x1F``, ``yes``, ``.nan`` or ``1_000`` mean what they mean to PyYAML.
+Anchors, tags, flow collections with content, block scalars, quoted scalars over several
+lines, tabs, trailing comments and document markers are all ``Unsupported``: the caller then
+parses with PyYAML, which also names the line of any error. It is several times faster than composing PyYAML's
 node graph because it builds no nodes and no marks.
 """
 
