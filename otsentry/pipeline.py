@@ -14,7 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -180,7 +180,8 @@ class Pipeline:
         #: sinks that take protocol events (documents are built only for them)
         self.event_sinks = [s for s in self.sinks if s.wants(Stream.EVENTS)]
         #: of those, the ones taking ready NDJSON lines (``write_lines``) and the ones taking
-        #: documents: a line is serialised without building the document
+        #: documents: when every one takes lines, a line is serialised without building the
+        #: document
         self._line_sinks: list[LineSink] = [s for s in self.event_sinks if isinstance(s, LineSink)]
         self._doc_sinks = [s for s in self.event_sinks if not isinstance(s, LineSink)]
         self.table = flow_table_for(
@@ -222,6 +223,8 @@ class Pipeline:
         )
         #: packets counted before the current ``run`` call; whether one is under way
         self._base = 0
+        #: the packets of the current ``run`` call up to the one being processed
+        self._in_run = 0
         self._running = False
         self._started = time.perf_counter()
         self._finished: dict[str, Any] | None = None
@@ -230,8 +233,17 @@ class Pipeline:
         self.stats_extra: Callable[[dict[str, Any]], None] | None = None
 
     # -- the hot loop -----------------------------------------------------------------------
-    def run(self, frames: Iterable[Frame], progress: Callable[[], None] | None = None) -> None:
+    def run(
+        self,
+        frames: Iterable[Frame],
+        progress: Callable[[], None] | None = None,
+        numbers: Iterable[int] | None = None,
+    ) -> None:
         """Process frames until the iterator ends (or raises: counts are kept either way).
+
+        ``numbers`` gives each frame's number as the records name it (``request_frame``…; one
+        taken after each frame): a worker's share of a capture numbered as the capture is. By
+        default frames are numbered on from the packets counted before.
 
         Every ``_PROGRESS_EVERY`` packets (fewer when the evidence ring is small, so that no
         frame leaves it unseen) the alert windows and evidence captures are ticked and
@@ -252,11 +264,12 @@ class Pipeline:
         packets = nbytes = 0
         ts = first = -1
         self._base = c.packets
+        numbered = iter(numbers) if numbers is not None else count(c.packets + 1)
         self._running = True
         try:
             while True:
                 before = packets
-                for frame in islice(it, batch):
+                for frame, number in zip(islice(it, batch), numbered, strict=False):
                     keep(frame)
                     ts, linktype, data = frame
                     if first < 0:
@@ -266,7 +279,8 @@ class Pipeline:
                     pkt = decode(linktype, data, ts)
                     mark(pkt and pkt[0])
                     if pkt is not None:
-                        table.frame = packets
+                        table.frame = number
+                        self._in_run = packets
                         packet(pkt, ts, data)
                 if packets > before:
                     self.tick(ts, self._base + packets)
@@ -325,7 +339,7 @@ class Pipeline:
     def _packet_no(self) -> int:
         """The number of the packet being processed (the last one outside ``run``)."""
         if self._running:
-            return self._base + self.table.frame
+            return self._base + self._in_run
         return self.counters.packets
 
     # -- fan-out ----------------------------------------------------------------------------
@@ -338,14 +352,14 @@ class Pipeline:
             self._identify(event)
         if event.action in self.role_actions:
             self.inventory.observe_event(event)
-        if self._line_sinks:
+        if self._doc_sinks:  # one document (one event.id) for every sink
+            doc = event_doc(event, self.observer, self.ids)
+            for sink in self.event_sinks:
+                sink.write(Stream.EVENTS, doc)
+        elif self._line_sinks:
             line = event_line(event, self.observer, self.ids)
             for line_sink in self._line_sinks:
                 line_sink.write_lines(Stream.EVENTS, line)
-        if self._doc_sinks:
-            doc = event_doc(event, self.observer, self.ids)
-            for sink in self._doc_sinks:
-                sink.write(Stream.EVENTS, doc)
         match = self._match
         if match is not None:
             found = match(event)

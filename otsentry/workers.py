@@ -31,7 +31,7 @@ import selectors
 import signal
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,56 +107,6 @@ class PipeSink:
         self.flush()
         os.close(self.fd)
         self.fd = -1
-
-
-#: the fields of a protocol record holding frame numbers
-_FRAME_FIELDS = ("request_frame", "response_frame")
-
-
-class CaptureFrameNumbers:
-    """A worker's sink that sees a share of a capture (``otsentry replay --workers``): frame
-    numbers in protocol records, counted among the worker's frames, become the capture's
-    (``numbers[n - 1]`` for the worker's n-th frame); the documents then go to ``sink``.
-
-    The records are renumbered in place: the pipeline builds each event and alert document,
-    protocol record included, afresh for its sinks. It takes documents only (no
-    ``write_lines``): the numbers change before the document is serialised."""
-
-    def __init__(self, sink: PipeSink, numbers: Sequence[int]) -> None:
-        self.sink = sink
-        self.numbers = numbers
-
-    def wants(self, stream: Stream) -> bool:
-        """The streams the worker's pipe takes."""
-        return self.sink.wants(stream)
-
-    def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
-        """Renumber the frames of an event or alert, and pass it on."""
-        if stream is Stream.EVENTS or stream is Stream.ALERTS:
-            self.renumber(doc)
-        self.sink.write(stream, doc)
-
-    def renumber(self, doc: Mapping[str, Any]) -> None:
-        """Make the frame numbers of ``doc``'s protocol records the capture's."""
-        sections = doc.get("otsentry")
-        if not isinstance(sections, dict):
-            return
-        numbers = self.numbers
-        known = len(numbers)
-        for record in sections.values():
-            if isinstance(record, dict):
-                for key in _FRAME_FIELDS:
-                    value = record.get(key)
-                    if type(value) is int and 0 < value <= known:
-                        record[key] = numbers[value - 1]
-
-    def flush(self) -> None:
-        """Send what the pipe sink holds."""
-        self.sink.flush()
-
-    def close(self) -> None:
-        """Close the pipe sink."""
-        self.sink.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:

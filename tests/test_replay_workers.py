@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import time
-from array import array
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +30,10 @@ from otsentry.capture import (
     LINKTYPE_LOOP,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
+    Frame,
     open_capture,
 )
-from otsentry.capture.split import host_pair_hash, keep_share, share_of
+from otsentry.capture.split import host_pair_hash, keep_share, numbered_share, share_of
 from otsentry.config import Config
 from otsentry.stages import decoder_for
 from tests.conftest import LAB_PCAPS, ROOT, lab_pcaps
@@ -350,13 +350,18 @@ def test_split_agrees_with_the_decoder_and_numbers_the_capture_frames() -> None:
             src, _, dst, *_ = pkt[0]  # the flow key
             want = int.from_bytes(src) + int.from_bytes(dst)
             assert host_pair_hash(frame[1], frame[2]) == want
-    numbers: list[array[int]] = [array("Q") for _ in range(3)]
-    shares = [list(keep_share(frames, n, 3, numbers[n])) for n in range(3)]
+    shares: list[list[Frame]] = []
+    numbers: list[list[int]] = []
+    for n in range(3):
+        kept, nums = numbered_share(frames, n, 3)
+        pairs = list(zip(kept, nums, strict=False))  # a number taken after each frame
+        shares.append([frame for frame, _ in pairs])
+        numbers.append([number for _, number in pairs])
     assert sorted(x for share in numbers for x in share) == list(range(1, len(frames) + 1))
-    for share, nums in zip(shares, numbers, strict=True):
+    for n, (share, nums) in enumerate(zip(shares, numbers, strict=True)):
         assert len(share) > len(frames) // 20  # every worker has work on the lab captures
-        assert share == [frames[n - 1] for n in nums]
-        assert share == list(keep_share(frames, shares.index(share), 3))
+        assert share == [frames[i - 1] for i in nums]
+        assert share == list(keep_share(frames, n, 3))
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -4,9 +4,7 @@ them), merged by the supervisor: the same hosts, events and counts as one proces
 from __future__ import annotations
 
 import os
-import struct
 import threading
-from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from otsentry.pipeline import Pipeline, ndjson_streams
 from otsentry.sinks.interface import Stream
 from otsentry.sinks.ndjson import NdjsonSink
 from otsentry.stages import decoder_for
-from otsentry.workers import CaptureFrameNumbers, PipeSink, Supervisor, merge_asset, merge_stats
+from otsentry.workers import PipeSink, Supervisor, merge_asset, merge_stats
 from tests.conftest import LAB_PCAPS
 
 CAPTURES = [LAB_PCAPS / "modbus_attacks.pcap", LAB_PCAPS / "s7comm_attacks.pcap"]
@@ -199,36 +197,6 @@ def test_ready_lines_and_errors_reach_the_supervisor(tmp_path: Path) -> None:
     assert (tmp_path / "events.ndjson").read_bytes() == lines
     assert supervisor.ndjson.counts[Stream.EVENTS] == 2000
     assert reported == ["a.pcap: offset 40: truncated record"]
-
-
-def test_frame_numbers_become_the_captures() -> None:
-    read_fd, write_fd = os.pipe()
-    numbers = array("Q", [3, 8, 9, 20])
-    sink = CaptureFrameNumbers(PipeSink(write_fd, {Stream.ALERTS}), numbers)
-    assert not hasattr(sink, "write_lines")  # the pipeline hands it documents to renumber
-    event: dict[str, Any] = {
-        "event": {"action": "modbus-read-coils"},
-        "otsentry": {"modbus": {"request_frame": 2, "response_frame": 4, "unit_id": 1}},
-    }
-    sink.write(Stream.ALERTS, event)
-    sink.write(Stream.ALERTS, {"event": {"action": "x"}, "otsentry": {"network": {"state": 1}}})
-    sink.close()
-    data = b""
-    while chunk := os.read(read_fd, 1 << 16):
-        data += chunk
-    os.close(read_fd)
-    docs = []
-    while data:  # frames of (kind, size) and NDJSON lines
-        _kind, size = struct.unpack_from("<BI", data)
-        docs += [orjson.loads(line) for line in data[5 : 5 + size].splitlines()]
-        data = data[5 + size :]
-    assert docs[0]["otsentry"]["modbus"] == {
-        "request_frame": 8,
-        "response_frame": 20,
-        "unit_id": 1,
-    }
-    assert event["otsentry"]["modbus"]["request_frame"] == 8  # in place: the pipeline's copy
-    assert docs[1] == {"event": {"action": "x"}, "otsentry": {"network": {"state": 1}}}
 
 
 def test_merged_identity_lists_and_peers_as_the_inventory_keeps_them() -> None:

@@ -13,7 +13,7 @@ tags and the addresses with a few precompiled ``struct`` unpacks, and decodes no
 
 from __future__ import annotations
 
-from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from struct import Struct
 
@@ -126,13 +126,8 @@ def frame_share(workers: int) -> Callable[[Frame], int]:
     return share
 
 
-def keep_share(
-    frames: Iterable[Frame], worker: int, workers: int, numbers: array[int] | None = None
-) -> Iterator[Frame]:
-    """The frames of ``frames`` that fall to ``worker`` of ``workers`` (all of them for one).
-
-    ``numbers``, when given, gets the number (from 1) of each kept frame among all of them:
-    the worker's n-th frame is the capture's ``numbers[n - 1]``."""
+def keep_share(frames: Iterable[Frame], worker: int, workers: int) -> Iterator[Frame]:
+    """The frames of ``frames`` that fall to ``worker`` of ``workers`` (all of them for one)."""
     if not 0 <= worker < workers:
         raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
     if workers == 1:
@@ -155,19 +150,28 @@ def keep_share(
             return worker == 0
         return (h * mix >> 32) % workers == worker
 
-    if numbers is None:
-        return filter(mine, frames)
-    return _numbered(frames, worker, workers, numbers)
+    return filter(mine, frames)
+
+
+def numbered_share(
+    frames: Iterable[Frame], worker: int, workers: int
+) -> tuple[Iterator[Frame], Iterator[int]]:
+    """``keep_share`` with the number (from 1) of each kept frame among all of them: the second
+    iterator gives the capture's number of the frame the first gave last. Take one number after
+    each frame (as ``zip(frames, numbers)`` does): nothing is held beyond that one number."""
+    if not 0 <= worker < workers:
+        raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
+    pending: deque[int] = deque(maxlen=1)
+    return _numbered(frames, worker, workers, pending.append), iter(pending.popleft, -1)
 
 
 def _numbered(
-    frames: Iterable[Frame], worker: int, workers: int, numbers: array[int]
+    frames: Iterable[Frame], worker: int, workers: int, keep: Callable[[int], None]
 ) -> Iterator[Frame]:
-    """``keep_share`` recording the kept frames' numbers (its test inlined: one call less)."""
+    """``keep_share`` passing each kept frame's number to ``keep`` (its test inlined)."""
     etype: int
     src: int
     dst: int
-    keep = numbers.append
     pair = host_pair_hash
     ether_v4 = _ETHER_V4.unpack_from
     mix = _MIX

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import typer
 from rich.markup import escape
 
 from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
-from otsentry.capture.split import keep_share
+from otsentry.capture.split import numbered_share
 from otsentry.cli.options import (
     ConfigOption,
     DecodeAsOption,
@@ -228,11 +227,10 @@ def _replay_files(
     keep_going: bool,
     report: Callable[[object], None] = error,
     share: tuple[int, int] = (0, 1),
-    numbers: array[int] | None = None,
 ) -> bool:
     """Run the pipeline over the files (the frames of worker ``share[0]`` of ``share[1]``,
-    their numbers in the capture added to ``numbers``); True when a capture could not be
-    read. ``report`` tells of each read error."""
+    numbered as in the capture); True when a capture could not be read. ``report`` tells of
+    each read error."""
     counters = pipeline.counters
     readers: list[CaptureReader] = []
     failed = False
@@ -254,8 +252,12 @@ def _replay_files(
     progress = ReplayProgress(readers, disabled=quiet)
     try:
         with progress:
-            frames = keep_share(merge_frames(readers, keep_going, on_error), *share, numbers)
-            pipeline.run(frames, progress.update)
+            merged = merge_frames(readers, keep_going, on_error)
+            if share[1] == 1:
+                pipeline.run(merged, progress.update)
+            else:
+                frames, numbers = numbered_share(merged, *share)
+                pipeline.run(frames, progress.update, numbers)
     except CaptureError:
         return True  # reported by on_error; everything before the damage was processed
     finally:
@@ -335,19 +337,18 @@ def _replay_worker(
 ) -> int:
     """One worker of a parallel replay (a forked process): its share of the frames through
     its own pipeline, the documents down the pipe; the exit code."""
-    from otsentry.workers import CaptureFrameNumbers, PipeSink, worker_config
+    from otsentry.workers import PipeSink, worker_config
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sink = PipeSink(fd, supervisor.streams)
-    numbers: array[int] = array("Q")  # the capture's number of each frame this worker keeps
     pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline(
             worker_config(cfg),
             out_dir / "workers" / str(number),
             decode_as=job.decode_as,
-            sinks=[CaptureFrameNumbers(sink, numbers)],
+            sinks=[sink],
             rules=job.rules,
             builtin_rules=job.builtin_rules,
             engine=job.engine,
@@ -361,7 +362,6 @@ def _replay_worker(
             keep_going=job.keep_going,
             report=sink.error,
             share=(number, job.workers),
-            numbers=numbers,
         )
         pipeline.finish()
     except KeyboardInterrupt:  # stopped: what was counted so far still goes out
