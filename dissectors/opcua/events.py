@@ -76,8 +76,8 @@ def transaction(
                 fields[key] = req[key]
             else:
                 del fields[key]
-    for key in req.keys() & resp.keys():
-        if key not in _NOT_COMPARED:
+    for key in req:  # the request's order: a set's would change with the hash seed
+        if key in resp and key not in _NOT_COMPARED:
             value = req[key]
             other = resp[key]
             if value != other:
