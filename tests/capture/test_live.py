@@ -14,6 +14,7 @@ import pwd
 import select
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -481,6 +482,21 @@ def test_read_waits_at_most_the_timeout(net: Netns) -> None:
     assert cap.read() == []  # closed: nothing, at once
 
 
+def _wait_until_up(namespace: str, interface: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            ["ip", "-n", namespace, "-o", "link", "show", interface],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if "state UP" in shown:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{interface} did not come up in {seconds} s")
+
+
 def test_capture_goes_on_after_the_link_flaps(net: Netns) -> None:
     token = os.urandom(8)
     sender = raw_sender(net.peer, "lcp0")
@@ -490,6 +506,7 @@ def test_capture_goes_on_after_the_link_flaps(net: Netns) -> None:
         assert cap.read(timeout=0.3) == []
         assert time.process_time() - cpu < 0.15  # the reported ENETDOWN is not spun on
         run("ip", "-n", net.sensor, "link", "set", "lcs0", "up")
+        _wait_until_up(net.sensor, "lcs0")  # frames sent before the carrier is back are lost
         sender.send(marked_frame(token, 0))
         got = collect(cap, 1, has_token(token))
     sender.close()
