@@ -311,7 +311,8 @@ class OutlierModel:
 
         if not windows:
             return []
-        logs = np.array([self.vector(w.values) for w in windows])
+        positions, features = self._positions, self.features
+        logs = np.log1p(np.array([_row(w.values, positions, features) for w in windows]))
         scaled = self._scaled(logs)
         out: list[tuple[int, Score]] = []
         groups = self._groups
