@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,6 +14,10 @@ from otsentry.capture import open_capture
 from otsentry.config import Config
 from otsentry.model import Alert, Event
 from otsentry.pipeline import Pipeline
+
+# baseline files parsed by the tests (and the otsentry commands they run) are cached in a
+# directory of the test run's own, never in the user's ~/.cache
+os.environ.setdefault("OTSENTRY_CACHE_DIR", tempfile.mkdtemp(prefix="otsentry-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_PCAPS = ROOT / "pcaps"
