@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,34 @@ def test_merged_stats_add_counts_and_keep_times(whole_and_parts: Any) -> None:
     assert merged["detection"]["engine"]["rules"] == whole["detection"]["engine"]["rules"]
 
 
+def supervise(
+    tmp_path: Path,
+    read_fd: int,
+    worker: Callable[[], None],
+    number: int,
+    on_error: Callable[[str], None] | None = None,
+) -> Supervisor:
+    """Run ``worker`` in a thread writing to a pipe while a supervisor (NDJSON files only in
+    ``tmp_path``) reads the pipe as worker ``number``'s; every byte must be taken."""
+    writer = threading.Thread(target=worker)
+    writer.start()
+    supervisor = Supervisor(Config(), tmp_path, None)
+    if on_error is not None:
+        supervisor.on_error = on_error
+    supervisor.ndjson = NdjsonSink(tmp_path, ndjson_streams(Config()))
+    supervisor.clusters = []
+    supervisor.sinks = [supervisor.ndjson]
+    buffer = bytearray()
+    while chunk := os.read(read_fd, 1 << 16):
+        buffer += chunk
+        supervisor._dispatch(number, buffer)
+    os.close(read_fd)
+    writer.join()
+    supervisor.ndjson.close()
+    assert not buffer
+    return supervisor
+
+
 def test_pipe_frames_reach_the_supervisor_and_evidence_paths_name_the_worker(
     tmp_path: Path,
 ) -> None:
@@ -143,20 +172,7 @@ def test_pipe_frames_reach_the_supervisor_and_evidence_paths_name_the_worker(
         sink.write(Stream.ALERTS, alert)
         sink.close()
 
-    writer = threading.Thread(target=worker)
-    writer.start()
-    supervisor = Supervisor(Config(), tmp_path, None)
-    supervisor.ndjson = NdjsonSink(tmp_path, ndjson_streams(Config()))
-    supervisor.clusters = []
-    supervisor.sinks = [supervisor.ndjson]
-    buffer = bytearray()
-    while chunk := os.read(read_fd, 1 << 16):
-        buffer += chunk
-        supervisor._dispatch(3, buffer)
-    os.close(read_fd)
-    writer.join()
-    supervisor.ndjson.close()
-    assert not buffer
+    supervisor = supervise(tmp_path, read_fd, worker, 3)
     events = docs(tmp_path / "events.ndjson")
     assert [d["n"] for d in events] == list(range(3000))
     (got,) = docs(tmp_path / "alerts.ndjson")
@@ -179,21 +195,8 @@ def test_ready_lines_and_errors_reach_the_supervisor(tmp_path: Path) -> None:
         sink.error("a.pcap: offset 40: truncated record")
         sink.close()
 
-    writer = threading.Thread(target=worker)
-    writer.start()
-    supervisor = Supervisor(Config(), tmp_path, None)
     reported: list[str] = []
-    supervisor.on_error = reported.append
-    supervisor.ndjson = NdjsonSink(tmp_path, ndjson_streams(Config()))
-    supervisor.clusters = []
-    supervisor.sinks = [supervisor.ndjson]
-    buffer = bytearray()
-    while chunk := os.read(read_fd, 1 << 16):
-        buffer += chunk
-        supervisor._dispatch(0, buffer)
-    os.close(read_fd)
-    writer.join()
-    supervisor.ndjson.close()
+    supervisor = supervise(tmp_path, read_fd, worker, 0, reported.append)
     assert (tmp_path / "events.ndjson").read_bytes() == lines
     assert supervisor.ndjson.counts[Stream.EVENTS] == 2000
     assert reported == ["a.pcap: offset 40: truncated record"]
