@@ -15,7 +15,7 @@ REQUESTS = 100_000
 FLOWS = 50
 MAX_OPEN = 500
 #: peak RSS caps (MB) for these sizes; see docs/hardening.md for what holds the memory
-SYN_FLOOD_RSS_MB = 450
+SYN_FLOOD_RSS_MB = 320
 TRANSACTIONS_RSS_MB = 150
 
 
