@@ -20,6 +20,7 @@ supervisor reports each one once.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import dataclasses
 import fcntl
@@ -32,6 +33,7 @@ import signal
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -398,7 +400,9 @@ class Supervisor:
                 sink.write(Stream.ASSETS, doc)
         stats = self.stats("stopped")
         for sink in self.clusters:
-            sink.write(Stream.STATS, stats_doc(stats, self.observer, self.ids, time.time_ns()))
+            sink.write(
+                Stream.STATS, stats_doc(stats, self.observer, self.ids, self.stats_time(stats))
+            )
         for sink in self.sinks:
             sink.close()
         stats["outputs"] = {sink.name: sink.as_dict() for sink in self.clusters}
@@ -409,7 +413,13 @@ class Supervisor:
         stats = self.stats(state)
         write_stats_file(self.out_dir / "stats.json", stats)
         for sink in self.clusters:
-            sink.write(Stream.STATS, stats_doc(stats, self.observer, self.ids, time.time_ns()))
+            sink.write(
+                Stream.STATS, stats_doc(stats, self.observer, self.ids, self.stats_time(stats))
+            )
+
+    def stats_time(self, stats: Mapping[str, Any]) -> int:
+        """The ``@timestamp`` of a stats document: now (a live sensor's counters)."""
+        return time.time_ns()
 
     def merged_stats(self) -> dict[str, Any]:
         """The workers' latest counters summed, with the supervisor's assets and outputs."""
@@ -461,6 +471,14 @@ class ReplaySupervisor(Supervisor):
         if signum != signal.SIGHUP:
             self.interrupted = True
         super()._relay(signum, frame)
+
+    def stats_time(self, stats: Mapping[str, Any]) -> int:
+        """The last packet's time, as a single-process replay stamps its stats document."""
+        last = stats.get("last_packet")
+        if not isinstance(last, str):
+            return time.time_ns()
+        moment = datetime.fromisoformat(last.replace("Z", "+00:00"))
+        return (calendar.timegm(moment.timetuple()) * 1_000_000 + moment.microsecond) * 1000
 
     def stats(self, state: str) -> dict[str, Any]:
         """The workers' counters summed; seconds and rate of the whole run."""

@@ -462,7 +462,7 @@ def test_baseline_per_link_anomalies_are_those_of_one_process(tmp_path: Path) ->
 
 
 def test_documents_reach_the_cluster_through_the_supervisor(osmem_url: str, tmp_path: Path) -> None:
-    from tests.sinks.faultproxy import osmem_count, osmem_ids
+    from tests.sinks.faultproxy import _call, osmem_count, osmem_ids
 
     done = otsentry("es", "setup", "--opensearch", osmem_url, "--no-data-streams")
     assert done.returncode == 0, done.stderr
@@ -483,6 +483,9 @@ def test_documents_reach_the_cluster_through_the_supervisor(osmem_url: str, tmp_
         assert osmem_ids(osmem_url, f"logs-otsentry.{protocol}-*") == wanted, protocol
     assert osmem_count(osmem_url, "metrics-otsentry.stats-*") == 1  # the run's stats, once
     stats = json.loads((out / "stats.json").read_text())
+    found = _call(osmem_url, "POST", "/metrics-otsentry.stats-*/_search", {"size": 1})
+    (hit,) = found["hits"]["hits"]
+    assert hit["_source"]["@timestamp"] == stats["last_packet"]  # packet time, as one process
     sent = len(alerts) + len(events) + len(lines(out / "assets.ndjson")) + 1
     assert stats["outputs"]["opensearch"]["sent"] == sent
     assert stats["outputs"]["opensearch"]["spooled"] == 0
