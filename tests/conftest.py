@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,19 @@ os.environ.setdefault("OTSENTRY_CACHE_DIR", tempfile.mkdtemp(prefix="otsentry-te
 ROOT = Path(__file__).resolve().parents[1]
 LAB_PCAPS = ROOT / "pcaps"
 SHARED_PCAPS = ROOT.parent / "shared" / "pcaps"
+
+
+def run_otsentry(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m otsentry ARGS`` in a child process, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "otsentry", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def shared_pcaps() -> list[Path]:

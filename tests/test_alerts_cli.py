@@ -12,19 +12,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import LAB_PCAPS
+from tests.conftest import run_otsentry as otsentry
 
 ALERT_RULES = Path(__file__).parent / "detect" / "alert_rules"
 CAPTURES = ("modbus_attacks.pcap", "s7comm_engineering.pcap", "opcua_attacks.pcap")
-
-
-def otsentry(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "otsentry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from tests.conftest import SHARED_PCAPS
-
-
-def otsentry(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "otsentry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+from tests.conftest import run_otsentry as otsentry
 
 
 def conversation(n: int = 40, base: int = 1_700_000_000) -> list:  # type: ignore[type-arg]

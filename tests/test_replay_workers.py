@@ -37,6 +37,7 @@ from otsentry.capture.split import host_pair_hash, keep_share, numbered_share, s
 from otsentry.config import Config
 from otsentry.stages import decoder_for
 from tests.conftest import LAB_PCAPS, ROOT, lab_pcaps
+from tests.conftest import run_otsentry as otsentry
 
 CAPTURES = lab_pcaps()
 NETWORK_ATTACKS = LAB_PCAPS / "network_attacks_modbus.pcap"
@@ -45,15 +46,6 @@ CROSS_PAIR_RULES = frozenset({"OTS-NET-ICS-HOST-SWEEP"})
 #: ARP alerts come from worker 0, which sees every ARP frame but only its own host pairs' flows:
 #: what they say of the services behind the claimed address may be less than one process says
 ARP_ACTIONS = frozenset({"network-ip-mac-change", "network-arp-conflict"})
-
-
-def otsentry(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "otsentry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

@@ -6,14 +6,13 @@ them, however often it runs), and with the server dying in the middle of a bulk 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.conftest import LAB_PCAPS
+from tests.conftest import run_otsentry as otsentry
 from tests.sinks.faultproxy import FaultProxy, osmem_count, osmem_ids
 
 ATTACKS = [
@@ -28,15 +27,6 @@ ATTACKS = [
         "opcua_auth.pcap",
     )
 ]
-
-
-def otsentry(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "otsentry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def lines(path: Path) -> list[dict[str, object]]:
