@@ -7,7 +7,8 @@ else ``~/.cache/otsentry/baselines``; an empty ``OTSENTRY_CACHE_DIR`` turns the 
 the SHA-256 of the file's bytes. The YAML stays the only source of truth: an edited file has
 another hash and is parsed again; nothing of the cache sits beside the baseline files or needs
 committing. An entry carries the digest of its own payload and anything unreadable, damaged
-or unexpected counts as a miss; failing to write one (a read-only home) is silent.
+or unexpected counts as a miss; failing to write one (a read-only home) is silent. At most
+``MAX_ENTRIES`` entries are kept: writing one more removes the least recently written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["cache_dir", "get", "put"]
+__all__ = ["MAX_ENTRIES", "cache_dir", "get", "put"]
+
+#: entries kept at most (old versions of edited files would otherwise pile up)
+MAX_ENTRIES: Final = 512
 
 #: changes whenever what a file parses to could change (the reader, PyYAML's resolution)
 _TAG: Final = b"otsentry-baseline-data 1 " + sys.version.split()[0].encode() + b"\n"
@@ -77,3 +81,17 @@ def put(digest: str, data: Any) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        return
+    _prune(path.parent, MAX_ENTRIES)
+
+
+def _prune(directory: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently written entries."""
+    with contextlib.suppress(OSError):
+        found = [(p.stat().st_mtime_ns, p) for p in directory.glob("*.marshal")]
+        if len(found) <= keep:
+            return
+        found.sort()
+        for _, old in found[: len(found) - keep]:
+            with contextlib.suppress(OSError):
+                old.unlink()

@@ -4,6 +4,7 @@ or damage, off when asked."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,17 @@ def test_default_place_is_the_users_cache_dir(
     monkeypatch.delenv("OTSENTRY_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert loadcache.cache_dir() == tmp_path / "otsentry" / "baselines"
+
+
+def test_the_cache_keeps_the_most_recently_written_entries(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loadcache, "MAX_ENTRIES", 3)
+    names = [hashlib.sha256(bytes([n])).hexdigest() for n in range(5)]
+    for n, name in enumerate(names):
+        loadcache.put(name, {"n": n})
+        path = cache / f"{name}.marshal"
+        os.utime(path, ns=(n * 10**9, n * 10**9))  # written in this order, whatever the clock
+    assert entries(cache) == {f"{name}.marshal" for name in names[2:]}
+    assert loadcache.get(names[4]) == (True, {"n": 4})
+    assert loadcache.get(names[0]) == (False, None)
