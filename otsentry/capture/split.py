@@ -1,7 +1,7 @@
 """Dealing capture frames to N workers by host pair, from the raw bytes.
 
 Every worker of ``otsentry replay --workers N`` reads the whole capture and keeps the frames whose
-host pair falls to it. The pair is hashed symmetrically (the XOR of the source and destination
+host pair falls to it. The pair is hashed symmetrically (the sum of the source and destination
 addresses), so both directions of every flow between two hosts, and every IP fragment of a
 datagram (each carries the addresses), go to the same worker. Frames without an IP header that
 can be found here (ARP, other ethertypes, truncated or unknown link layers) go to worker 0, so
@@ -28,9 +28,8 @@ from otsentry.capture.base import (
     LINKTYPE_RAW,
     Frame,
 )
+from otsentry.decode import ETH_IPV4, ETH_IPV6
 
-_ETH_IPV4 = 0x0800
-_ETH_IPV6 = 0x86DD
 _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 _AF_INET = 2
 _AF_INET6 = frozenset((10, 24, 28, 30))  # Linux, and the BSDs / macOS
@@ -53,7 +52,7 @@ def host_pair_hash(linktype: int, data: bytes) -> int | None:
     if linktype == LINKTYPE_ETHERNET:
         if n >= 34:
             etype, src, dst = _ETHER_V4.unpack_from(data)
-            if etype == _ETH_IPV4:
+            if etype == ETH_IPV4:
                 return int(src + dst)
         elif n < 14:
             return None
@@ -80,7 +79,7 @@ def host_pair_hash(linktype: int, data: bytes) -> int | None:
     elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         if not n:
             return None
-        etype = _ETH_IPV6 if data[0] >> 4 == 6 else _ETH_IPV4
+        etype = ETH_IPV6 if data[0] >> 4 == 6 else ETH_IPV4
         off = 0
     elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if n < 4:
@@ -91,16 +90,16 @@ def host_pair_hash(linktype: int, data: bytes) -> int | None:
             family = _NULL_LE.unpack_from(data)[0]
             if family > 0xFFFF:  # written on a host of the other byte order
                 family = _NULL_BE.unpack_from(data)[0]
-        etype = _ETH_IPV4 if family == _AF_INET else _ETH_IPV6 if family in _AF_INET6 else 0
+        etype = ETH_IPV4 if family == _AF_INET else ETH_IPV6 if family in _AF_INET6 else 0
         off = 4
     else:
         return None
-    if etype == _ETH_IPV4:
+    if etype == ETH_IPV4:
         if n < off + 20:
             return None
         src, dst = _V4_ADDRS.unpack_from(data, off)
         return int(src + dst)
-    if etype == _ETH_IPV6:
+    if etype == ETH_IPV6:
         if n < off + 40:
             return None
         s_hi, s_lo, d_hi, d_lo = _V6_ADDRS.unpack_from(data, off)
@@ -115,42 +114,9 @@ def share_of(pair_hash: int | None, workers: int) -> int:
     return ((pair_hash * _MIX) >> 32) % workers
 
 
-def frame_share(workers: int) -> Callable[[Frame], int]:
-    """The function giving a frame's worker number among ``workers``."""
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-
-    def share(frame: Frame) -> int:
-        return share_of(host_pair_hash(frame[1], frame[2]), workers)
-
-    return share
-
-
 def keep_share(frames: Iterable[Frame], worker: int, workers: int) -> Iterator[Frame]:
     """The frames of ``frames`` that fall to ``worker`` of ``workers`` (all of them for one)."""
-    if not 0 <= worker < workers:
-        raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
-    if workers == 1:
-        return iter(frames)
-    pair = host_pair_hash
-    ether_v4 = _ETHER_V4.unpack_from
-    mix = _MIX
-
-    def mine(frame: Frame) -> bool:
-        etype: int
-        src: int
-        dst: int
-        _ts, linktype, data = frame
-        if linktype == LINKTYPE_ETHERNET and len(data) >= 34:
-            etype, src, dst = ether_v4(data)  # the common frame, without a call
-            if etype == _ETH_IPV4:
-                return ((src + dst) * mix >> 32) % workers == worker
-        h = pair(linktype, data)
-        if h is None:
-            return worker == 0
-        return (h * mix >> 32) % workers == worker
-
-    return filter(mine, frames)
+    return numbered_share(frames, worker, workers)[0]
 
 
 def numbered_share(
@@ -181,12 +147,11 @@ def _numbered(
         _ts, linktype, data = frame
         if linktype == LINKTYPE_ETHERNET and len(data) >= 34:
             etype, src, dst = ether_v4(data)
-            if etype == _ETH_IPV4:
+            if etype == ETH_IPV4:
                 if ((src + dst) * mix >> 32) % workers == worker:
                     keep(number)
                     yield frame
                 continue
-        h = pair(linktype, data)
-        if (h * mix >> 32) % workers == worker if h is not None else worker == 0:
+        if share_of(pair(linktype, data), workers) == worker:
             keep(number)
             yield frame
