@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from hashlib import sha1
 from typing import Any
 
@@ -114,23 +114,37 @@ def _network(conn: Conn, protocol: str) -> dict[str, Any]:
     return doc
 
 
-#: id(conn) → (conn, protocol, observer, its ``_common``); holding conn and observer keeps their
-#: ids from being reused while cached
-_COMMON_CACHE: dict[int, tuple[Conn, str, Mapping[str, Any], dict[str, Any]]] = {}
+#: id(conn) → (conn, protocol, observer, value): holding conn and observer keeps their ids
+#: from being reused while cached
+_FlowCache = dict[int, tuple[Conn, str, Mapping[str, Any], Any]]
+_COMMON_CACHE: _FlowCache = {}
+_COMMON_BYTES: _FlowCache = {}
 _COMMON_CACHE_MAX = 4096
+
+
+def _per_flow(
+    cache: _FlowCache,
+    conn: Conn,
+    protocol: str,
+    observer: Mapping[str, Any],
+    build: Callable[[Conn, str, Mapping[str, Any]], Any],
+) -> Any:
+    """``build(conn, protocol, observer)``, built once per flow. Keyed by identity: hashing a
+    Conn costs more than building a document."""
+    hit = cache.get(id(conn))
+    if hit is not None and hit[0] is conn and hit[1] == protocol and hit[2] is observer:
+        return hit[3]
+    if len(cache) >= _COMMON_CACHE_MAX:
+        cache.clear()
+    value = build(conn, protocol, observer)
+    cache[id(conn)] = (conn, protocol, observer, value)
+    return value
 
 
 def _common_cached(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> dict[str, Any]:
     """``_common`` for a flow's events, built once per flow (the nested values are shared: the
-    documents are read-only once built). Keyed by identity: hashing a Conn costs more than
-    building a document."""
-    hit = _COMMON_CACHE.get(id(conn))
-    if hit is not None and hit[0] is conn and hit[1] == protocol and hit[2] is observer:
-        return hit[3]
-    if len(_COMMON_CACHE) >= _COMMON_CACHE_MAX:
-        _COMMON_CACHE.clear()
-    common = _common(conn, protocol, observer)
-    _COMMON_CACHE[id(conn)] = (conn, protocol, observer, common)
+    documents are read-only once built)."""
+    common: dict[str, Any] = _per_flow(_COMMON_CACHE, conn, protocol, observer, _common)
     return common
 
 
@@ -184,20 +198,14 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
     return doc
 
 
-#: id(conn) → (conn, protocol, observer, the serialised ``_common`` members): the middle of every
-#: event line of a flow, as :func:`event_doc` orders its keys
-_COMMON_BYTES: dict[int, tuple[Conn, str, Mapping[str, Any], bytes]] = {}
+def _common_members(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(_common(conn, protocol, observer))[1:-1]  # members, no braces
 
 
 def _common_bytes(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> bytes:
-    hit = _COMMON_BYTES.get(id(conn))
-    if hit is not None and hit[0] is conn and hit[1] == protocol and hit[2] is observer:
-        return hit[3]
-    if len(_COMMON_BYTES) >= _COMMON_CACHE_MAX:
-        _COMMON_BYTES.clear()
-    common = orjson.dumps(_common(conn, protocol, observer))[1:-1]  # members, no braces
-    _COMMON_BYTES[id(conn)] = (conn, protocol, observer, common)
-    return common
+    """``_common`` serialised (its members, as they sit in an event line), once per flow."""
+    members: bytes = _per_flow(_COMMON_BYTES, conn, protocol, observer, _common_members)
+    return members
 
 
 _ECS_MEMBER = b'"ecs":' + orjson.dumps({"version": ECS_VERSION})
