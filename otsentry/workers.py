@@ -3,11 +3,13 @@
 The supervisor opens N capture sockets in one PACKET_FANOUT group (the kernel's symmetric flow
 hash sends both directions of a flow to the same socket), drops privileges, and forks one worker
 per socket. Each worker runs the whole pipeline — decode, reassembly, dissectors, rules, baseline —
-on its share and sends its documents, as NDJSON lines, through a pipe to the supervisor. The
-supervisor is the only writer: one ``events.ndjson`` / ``alerts.ndjson`` / ``assets.ndjson`` in
-the output directory, one spool and one connection per cluster, and one ``stats.json`` summing the
-workers' counters. Assets seen by several workers are merged into one document per host at the
-end. Evidence pcaps stay in ``workers/<n>/evidence/`` (the alerts name that path).
+on its share and sends its documents, as NDJSON lines, through a pipe to the supervisor. One set
+of outputs: ``alerts.ndjson`` / ``assets.ndjson`` written by the supervisor, ``events.ndjson``
+appended to by the workers themselves in whole-line batches (``EventsFileSink``; through the
+supervisor when a cluster takes the events too), one spool and one connection per cluster, and one
+``stats.json`` summing the workers' counters. Assets seen by several workers are merged into one
+document per host at the end. Evidence pcaps stay in ``workers/<n>/evidence/`` (the alerts name
+that path); the run's cap on them is shared between the workers.
 
 Baseline detection still works per segment: every worker checks its flows against the same
 baselines. Signals go to the supervisor, which passes SIGTERM/SIGINT and SIGHUP on.
@@ -53,6 +55,8 @@ _KIND = {Stream.EVENTS: 1, Stream.ALERTS: 2, Stream.ASSETS: 3, Stream.STATS: 4}
 _STREAM = {v: k for k, v in _KIND.items()}
 _ERROR = 5  # not a document: a worker's error message, for the supervisor to report once
 _FLUSH_BYTES = 1 << 18
+_FILE_FLUSH_BYTES = 1 << 20  # a worker's events batch appended in one write
+_LINE = orjson.OPT_APPEND_NEWLINE
 _PIPE_BYTES = 1 << 20  # the pipe's buffer where the system allows (pipe-max-size: 1 MiB)
 _MAX_LISTED = 64  # values of a list-valued identity fact, as the inventory keeps them
 
@@ -111,6 +115,56 @@ class PipeSink:
         self.fd = -1
 
 
+class EventsFileSink:
+    """A worker's protocol events, appended to the shared ``events.ndjson`` by the worker itself
+    (no relay through the supervisor: a parallel replay writes ~1.3 kB per event).
+
+    The file is opened with ``O_APPEND`` and written only in whole lines, each ``write`` of a
+    batch landing at the end of the file as one piece: the workers' lines never mix within a
+    line, only their batches interleave."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._lines: list[bytes] = []
+        self._size = 0
+
+    def wants(self, stream: Stream) -> bool:
+        """Protocol events only."""
+        return stream is Stream.EVENTS
+
+    def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
+        """Queue one event document."""
+        if stream is Stream.EVENTS:
+            self.write_lines(stream, orjson.dumps(doc, default=str, option=_LINE))
+
+    def write_lines(self, stream: Stream, lines: bytes) -> None:
+        """Queue event lines (each ending in a newline); a full buffer is appended."""
+        if stream is not Stream.EVENTS or not lines:
+            return
+        self._lines.append(lines)
+        self._size += len(lines)
+        if self._size >= _FILE_FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the queued lines."""
+        if self._lines:
+            data = b"".join(self._lines)
+            self._lines.clear()
+            self._size = 0
+            _write_all(self.fd, data)
+
+    def close(self) -> None:
+        """Append what is queued and close the file; again: nothing."""
+        if self.fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -159,6 +213,13 @@ def run_workers(
         error(exc)
         return 2
     supervisor = Supervisor(config, out_dir, options, clusters)
+    try:
+        supervisor.prepare_events_file(append=True)
+    except OSError as exc:
+        for capture in captures:
+            capture.close()
+        error(f"cannot write to {out_dir}: {exc}")
+        return 2
 
     def work(number: int, fd: int) -> int:
         capture = captures[number]
@@ -207,28 +268,32 @@ def _worker(
 ) -> int:
     from otsentry.sensor import Sensor
 
-    sink = PipeSink(fd, supervisor.streams)
-    sensor = Sensor(
-        worker_config(config),
-        out_dir / "workers" / str(number),
-        dataclasses.replace(
-            options, worker=number, stats_interval=min(options.stats_interval, 1.0)
-        ),
-        capture,
-        sinks=[sink],
-    )
-    signal.signal(signal.SIGTERM, sensor.stop)
-    signal.signal(signal.SIGINT, sensor.stop)
-    signal.signal(signal.SIGHUP, sensor.request_reload)
+    _, sinks = supervisor.worker_sinks(fd)
     try:
+        sensor = Sensor(
+            worker_config(config, options.workers),
+            out_dir / "workers" / str(number),
+            dataclasses.replace(
+                options, worker=number, stats_interval=min(options.stats_interval, 1.0)
+            ),
+            capture,
+            sinks=sinks,
+        )
+        signal.signal(signal.SIGTERM, sensor.stop)
+        signal.signal(signal.SIGINT, sensor.stop)
+        signal.signal(signal.SIGHUP, sensor.request_reload)
         sensor.run()
     finally:
-        sink.close()
+        for sink in sinks:
+            sink.close()
     return 0
 
 
-def worker_config(config: Config) -> Config:
-    """A worker's configuration: no output of its own (the supervisor writes everything)."""
+def worker_config(config: Config, workers: int = 1) -> Config:
+    """A worker's configuration: no output of its own (the supervisor writes the documents,
+    the workers' events file aside), and its part of the run's evidence files (the cap is per
+    run: ``workers`` processes share it)."""
+    evidence = config.alerts.evidence
     return dataclasses.replace(
         config,
         outputs=dataclasses.replace(
@@ -238,6 +303,12 @@ def worker_config(config: Config) -> Config:
             assets=False,
             elasticsearch=None,
             opensearch=None,
+        ),
+        alerts=dataclasses.replace(
+            config.alerts,
+            evidence=dataclasses.replace(
+                evidence, max_files=-(-evidence.max_files // max(workers, 1))
+            ),
         ),
     )
 
@@ -253,8 +324,12 @@ class Supervisor:
         self.config = config
         self.out_dir = out_dir
         self.options = options
+        #: the workers append protocol events to events.ndjson themselves (no cluster wants
+        #: them: nothing else to do with them than write them down)
+        self.events_file = config.outputs.events and not any(c.options.events for c in clusters)
+        #: what the workers send through their pipes
         self.streams = {Stream.ALERTS, Stream.ASSETS}
-        if config.outputs.events or any(c.options.events for c in clusters):
+        if any(c.options.events for c in clusters):
             self.streams.add(Stream.EVENTS)
         self.worker_stats: dict[int, dict[str, Any]] = {}
         self.assets: dict[str, dict[str, Any]] = {}
@@ -267,6 +342,22 @@ class Supervisor:
         self._stop = False
         self.started = time.monotonic()
         self.started_wall = time.time_ns()
+
+    def prepare_events_file(self, *, append: bool) -> None:
+        """Before the fork: create ``events.ndjson`` (empty unless ``append``) when the workers
+        write it themselves."""
+        if self.events_file:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / f"{Stream.EVENTS.value}.ndjson", "ab" if append else "wb"):
+                pass
+
+    def worker_sinks(self, fd: int) -> tuple[PipeSink, list[Sink]]:
+        """In a worker: its pipe to the supervisor, and the sinks its pipeline writes to (the
+        pipe, and the events file when the workers write it themselves)."""
+        pipe = PipeSink(fd, self.streams)
+        if not self.events_file:
+            return pipe, [pipe]
+        return pipe, [EventsFileSink(self.out_dir / f"{Stream.EVENTS.value}.ndjson"), pipe]
 
     def run(
         self,
@@ -286,7 +377,10 @@ class Supervisor:
         from otsentry.sinks.ndjson import NdjsonSink
 
         self._pids = [pid for pid, _ in children]
-        self.ndjson = NdjsonSink(self.out_dir, ndjson_streams(self.config), append=append)
+        streams = ndjson_streams(self.config)
+        if self.events_file:  # the workers' file, opened before they started
+            streams.remove(Stream.EVENTS)
+        self.ndjson = NdjsonSink(self.out_dir, streams, append=append)
         if clusters is not None:
             self.clusters = clusters
         else:
@@ -464,6 +558,7 @@ class ReplaySupervisor(Supervisor):
         super().__init__(config, out_dir, _ReplayOptions(workers))
         if any(sink.wants(Stream.EVENTS) for sink in clusters):
             self.streams.add(Stream.EVENTS)
+            self.events_file = False
         #: whether a SIGINT/SIGTERM reached the supervisor (passed on to the workers)
         self.interrupted = False
 

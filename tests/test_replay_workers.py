@@ -397,6 +397,43 @@ def test_keep_going_reports_once_and_replays_the_rest(tmp_path: Path) -> None:
     assert stats["events"]["s7comm"] > 0
 
 
+def test_workers_append_whole_event_lines_to_one_file(runs: Any) -> None:
+    """The workers append their events to events.ndjson themselves, in batches of whole lines:
+    the file holds each event once, every line a document, and no worker has one of its own."""
+    many, stats = runs[3]
+    data = (many / "events.ndjson").read_bytes()
+    assert len(data) > 2 << 20  # more than one 1 MiB batch per worker: batches interleave
+    assert data.endswith(b"\n")
+    docs = lines(many / "events.ndjson")
+    assert len(docs) == sum(stats["events"].values())
+    assert len({d["event"]["id"] for d in docs}) == len(docs)
+    assert not list((many / "workers").glob("*/events.ndjson"))
+
+
+def test_evidence_file_cap_is_shared_by_the_workers(tmp_path: Path) -> None:
+    """``alerts.evidence.max_files`` caps the run: N workers write at most ceil(max/N) each."""
+    config = tmp_path / "otsentry.yaml"
+    config.write_text("alerts:\n  evidence:\n    max_files: 5\n")
+
+    def evidence(out: Path, *args: str) -> tuple[int, dict[str, int]]:
+        done = otsentry("replay", *CAPTURES, "--out", out, "--quiet", "--json", "-c", config, *args)
+        assert done.returncode == 0, done.stderr
+        files = len(list(out.glob("evidence/*.pcap"))) + len(
+            list(out.glob("workers/*/evidence/*.pcap"))
+        )
+        stats: dict[str, int] = json.loads(done.stdout)["evidence"]
+        return files, stats
+
+    files, stats = evidence(tmp_path / "one")
+    assert files == stats["files_written"] == 5
+    assert stats["skipped_max_files"] > 0
+    files, stats = evidence(tmp_path / "two", "--workers", "2")
+    assert files == stats["files_written"] <= 6  # 3 each
+    assert stats["skipped_max_files"] > 0
+    files, stats = evidence(tmp_path / "five", "--workers", "5")
+    assert files == stats["files_written"] <= 5  # 1 each
+
+
 @pytest.mark.parametrize("workers", ["0", "-1"])
 def test_workers_below_one_are_refused_before_anything(tmp_path: Path, workers: str) -> None:
     out = tmp_path / "o"

@@ -96,11 +96,12 @@ def replay(
     With --workers N, N processes each read the captures and keep their share of the host
     pairs (both directions of every flow between two hosts, and every IP fragment, in one
     worker; frames that are not IP, ARP included, in worker 0). One writer merges their
-    documents, assets and stats (each worker counts the frames it kept: together, each frame
-    once). Documents come in another order. What spans several host pairs sees one worker's
+    alerts, assets and stats (each worker counts the frames it kept: together, each frame
+    once); the workers append their events to the one events file. Documents come in another
+    order. What spans several host pairs sees one worker's
     share: correlation rules grouped by one host (host sweeps), the baseline's new-asset and
     outlier-model checks, the services ARP alerts name. Evidence pcaps are written under
-    DIR/workers/N/evidence/. No progress bar.
+    DIR/workers/N/evidence/, each worker at most 1/N of the run's cap. No progress bar.
     """
     cfg, decode_rules = settings(config, decode_as)
     out_dir = out if out is not None else cfg.outputs.dir
@@ -303,14 +304,15 @@ def _replay_parallel(
         error(exc)
         raise typer.Exit(2) from None
     baselines = _load_baselines(baseline, quiet=quiet) if baseline is not None else None
-    try:  # the files the supervisor writes, started empty as a single replay starts them
-        NdjsonSink(out_dir, ndjson_streams(cfg)).close()
-    except OSError as exc:
-        error(f"cannot write to {out_dir}: {exc}")
-        raise typer.Exit(2) from None
     sinks = cluster_sinks(cfg, out_dir, es, opensearch)
     job = replace(job, engine=engine, baselines=baselines)
     supervisor = ReplaySupervisor(cfg, out_dir, job.workers, sinks)
+    try:  # the output files, started empty as a single replay starts them
+        NdjsonSink(out_dir, ndjson_streams(cfg)).close()
+        supervisor.prepare_events_file(append=False)
+    except OSError as exc:
+        error(f"cannot write to {out_dir}: {exc}")
+        raise typer.Exit(2) from None
     supervisor.on_error = error
     children = fork_workers(
         job.workers,
@@ -337,18 +339,18 @@ def _replay_worker(
 ) -> int:
     """One worker of a parallel replay (a forked process): its share of the frames through
     its own pipeline, the documents down the pipe; the exit code."""
-    from otsentry.workers import PipeSink, worker_config
+    from otsentry.workers import worker_config
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sink = PipeSink(fd, supervisor.streams)
+    sink, sinks = supervisor.worker_sinks(fd)
     pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline(
-            worker_config(cfg),
+            worker_config(cfg, job.workers),
             out_dir / "workers" / str(number),
             decode_as=job.decode_as,
-            sinks=[sink],
+            sinks=sinks,
             rules=job.rules,
             builtin_rules=job.builtin_rules,
             engine=job.engine,
@@ -375,5 +377,6 @@ def _replay_worker(
         sink.error(f"worker {number}: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        sink.close()
+        for each in sinks:
+            each.close()
     return 1 if failed else 0

@@ -11,6 +11,9 @@ import orjson
 from otsentry.sinks.interface import Stream
 
 _LINE = orjson.OPT_APPEND_NEWLINE
+#: the files' write buffer: a replay writes ~1.3 kB per protocol event, and the default 8 kB
+#: buffer made that a system call every six events (0.9 s → 0.25 s for 500 MB here)
+_BUFFER = 1 << 20
 
 
 def ndjson_line(doc: Mapping[str, Any]) -> bytes:
@@ -34,7 +37,7 @@ class NdjsonSink:
         self.out_dir = out_dir
         mode = "ab" if append else "wb"
         self._files: dict[Stream, IO[bytes]] = {
-            s: open(out_dir / f"{s.value}.ndjson", mode)  # noqa: SIM115
+            s: open(out_dir / f"{s.value}.ndjson", mode, buffering=_BUFFER)  # noqa: SIM115
             for s in streams
             if s is not Stream.STATS
         }
