@@ -43,6 +43,11 @@ def events() -> list[Event]:
         ),
         Event(Envelope(5, V6, "modbus", Direction.REQUEST), "modbus-diagnostics", {}, (), None),
         Event(Envelope(6, CONN, "s7comm", Direction.RESPONSE), "s7comm-x", {"b": b"\x00"}),
+        # what the line writer takes the general way, or must escape
+        Event(Envelope(7, CONN, "modbus", Direction.REQUEST), "modbus-x", {"direction": "up"}),
+        Event(Envelope(8, CONN, "modbus"), 'a"ction\u00e9', {"anomalies": 1}, ("x.y",), "failure"),
+        Event(Envelope(9, CONN, "opcua"), "opcua-x", {}, ("opcua.bad",), None, 0),
+        Event(Envelope(10, CONN, "opcua"), "opcua-x", {"k": {1, 2}}, (), "unknown", 7),
     ]
 
 
