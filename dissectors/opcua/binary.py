@@ -691,15 +691,8 @@ class Reader:
                 fixed = _FIXED_SCALARS.get(kind)
                 if fixed is None or pos + 1 + fixed[1] + size > end:
                     return self._data_value()
-                name, width, unpack = fixed
-                out = {"type": name}
-                if self.budget > 0:
-                    self.budget -= 1
-                    value = unpack(data, pos + 1)[0]
-                    out["value"] = json_float(value) if kind == 11 else value
-                else:
-                    self.truncated = True
-                pos += 1 + width
+                out = self._scalar(kind, fixed, pos + 1)
+                pos += 1 + fixed[1]
             if pos + size > end:
                 return self._data_value()
             if mask & DV_STATUS:
@@ -762,17 +755,24 @@ class Reader:
             kind = data[at]
             fixed = _FIXED_SCALARS.get(kind)
             if fixed is not None and at + fixed[1] < self.end:
-                name, size, unpack = fixed
-                self.pos = at + 1 + size
-                out: Record = {"type": name}
-                if self.budget > 0:
-                    self.budget -= 1
-                    value = unpack(data, at + 1)[0]
-                    out["value"] = json_float(value) if kind == 11 else value
-                else:
-                    self.truncated = True
-                return out
+                self.pos = at + 1 + fixed[1]
+                return self._scalar(kind, fixed, at + 1)
         return self._variant()
+
+    def _scalar(
+        self, kind: int, fixed: tuple[str, int, Callable[[Buffer, int], tuple[Any, ...]]], at: int
+    ) -> Record:
+        """A fixed-size scalar Variant's record, its value unpacked at ``at`` while the value
+        budget lasts (a Double as :func:`json_float` gives it)."""
+        name, _, unpack = fixed
+        out: Record = {"type": name}
+        if self.budget > 0:
+            self.budget -= 1
+            value = unpack(self.data, at)[0]
+            out["value"] = json_float(value) if kind == 11 else value
+        else:
+            self.truncated = True
+        return out
 
     def _variant(self) -> Record:
         """:meth:`variant`, any type."""
