@@ -47,6 +47,7 @@ from otsentry.config import Config
 from otsentry.ecs import DocumentIds, iso_time, observer_doc, stats_doc
 from otsentry.pipeline import ndjson_streams, write_stats_file
 from otsentry.sinks.interface import Sink, Stream
+from otsentry.sinks.ndjson import NdjsonSink, ndjson_line
 
 log = logging.getLogger("otsentry.workers")
 
@@ -56,7 +57,6 @@ _STREAM = {v: k for k, v in _KIND.items()}
 _ERROR = 5  # not a document: a worker's error message, for the supervisor to report once
 _FLUSH_BYTES = 1 << 18
 _FILE_FLUSH_BYTES = 1 << 20  # a worker's events batch appended in one write
-_LINE = orjson.OPT_APPEND_NEWLINE
 _PIPE_BYTES = 1 << 20  # the pipe's buffer where the system allows (pipe-max-size: 1 MiB)
 _MAX_LISTED = 64  # values of a list-valued identity fact, as the inventory keeps them
 
@@ -76,7 +76,7 @@ class PipeSink:
 
     def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
         """Queue one document; a full buffer goes down the pipe."""
-        line = orjson.dumps(doc, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        line = ndjson_line(doc)
         self._buffers[stream].append(line)
         self._size += len(line)
         if self._size >= _FLUSH_BYTES or stream is not Stream.EVENTS:
@@ -135,7 +135,7 @@ class EventsFileSink:
     def write(self, stream: Stream, doc: Mapping[str, Any]) -> None:
         """Queue one event document."""
         if stream is Stream.EVENTS:
-            self.write_lines(stream, orjson.dumps(doc, default=str, option=_LINE))
+            self.write_lines(stream, ndjson_line(doc))
 
     def write_lines(self, stream: Stream, lines: bytes) -> None:
         """Queue event lines (each ending in a newline); a full buffer is appended."""
@@ -213,13 +213,6 @@ def run_workers(
         error(exc)
         return 2
     supervisor = Supervisor(config, out_dir, options, clusters)
-    try:
-        supervisor.prepare_events_file(append=True)
-    except OSError as exc:
-        for capture in captures:
-            capture.close()
-        error(f"cannot write to {out_dir}: {exc}")
-        return 2
 
     def work(number: int, fd: int) -> int:
         capture = captures[number]
@@ -343,14 +336,6 @@ class Supervisor:
         self.started = time.monotonic()
         self.started_wall = time.time_ns()
 
-    def prepare_events_file(self, *, append: bool) -> None:
-        """Before the fork: create ``events.ndjson`` (empty unless ``append``) when the workers
-        write it themselves."""
-        if self.events_file:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / f"{Stream.EVENTS.value}.ndjson", "ab" if append else "wb"):
-                pass
-
     def worker_sinks(self, fd: int) -> tuple[PipeSink, list[Sink]]:
         """In a worker: its pipe to the supervisor, and the sinks its pipeline writes to (the
         pipe, and the events file when the workers write it themselves)."""
@@ -374,11 +359,10 @@ class Supervisor:
         ``es``/``opensearch`` and the config); ``append``: add to existing NDJSON files (the
         sensor) rather than start them empty (a replay)."""
         from otsentry.cli.replay import cluster_sinks
-        from otsentry.sinks.ndjson import NdjsonSink
 
         self._pids = [pid for pid, _ in children]
         streams = ndjson_streams(self.config)
-        if self.events_file:  # the workers' file, opened before they started
+        if self.events_file:  # the workers' own file (each opens it to append, creating it)
             streams.remove(Stream.EVENTS)
         self.ndjson = NdjsonSink(self.out_dir, streams, append=append)
         if clusters is not None:

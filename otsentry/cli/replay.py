@@ -304,15 +304,14 @@ def _replay_parallel(
         error(exc)
         raise typer.Exit(2) from None
     baselines = _load_baselines(baseline, quiet=quiet) if baseline is not None else None
-    sinks = cluster_sinks(cfg, out_dir, es, opensearch)
-    job = replace(job, engine=engine, baselines=baselines)
-    supervisor = ReplaySupervisor(cfg, out_dir, job.workers, sinks)
-    try:  # the output files, started empty as a single replay starts them
+    try:  # the output files (events.ndjson too), started empty as a single replay starts them
         NdjsonSink(out_dir, ndjson_streams(cfg)).close()
-        supervisor.prepare_events_file(append=False)
     except OSError as exc:
         error(f"cannot write to {out_dir}: {exc}")
         raise typer.Exit(2) from None
+    sinks = cluster_sinks(cfg, out_dir, es, opensearch)
+    job = replace(job, engine=engine, baselines=baselines)
+    supervisor = ReplaySupervisor(cfg, out_dir, job.workers, sinks)
     supervisor.on_error = error
     children = fork_workers(
         job.workers,
