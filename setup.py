@@ -1,7 +1,7 @@
 """Package layout: dissectors/ and rules/ sit at the top of the source tree yet install as
 otsentry.dissectors and otsentry.rules, so no bare generic top-level name lands in site-packages."""
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 MAPPED = ("dissectors", "rules")
 
@@ -12,4 +12,14 @@ for top in MAPPED:
 setup(
     packages=packages,
     package_dir={"otsentry": "otsentry", **{f"otsentry.{top}": top for top in MAPPED}},
+    # The compiled pcap record loop (see otsentry/accel.py): optional, so an install without a C
+    # compiler still succeeds and runs the pure-Python path.
+    ext_modules=[
+        Extension(
+            "otsentry._fastpcap",
+            ["otsentry/_fastpcap.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    ],
 )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from struct import Struct
 from typing import NamedTuple
 
+from otsentry.accel import FASTPCAP
 from otsentry.capture.base import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -68,6 +69,11 @@ FlowKey = tuple[bytes, int, bytes, int, int, int]
 
 #: A decoded packet: (flow key, TCP flags, TCP seq, payload, offset of the MAC header or -1).
 Packet = tuple[FlowKey, int, int, bytes, int]
+
+#: the first case of ``Decoder.decode`` compiled (otsentry/_fastpcap.c), or None
+_FAST_TCP4: Callable[[bytes], Packet | None] | None = (
+    FASTPCAP.ethernet_ipv4_tcp if FASTPCAP is not None else None
+)
 
 K_SRC, K_SPORT, K_DST, K_DPORT, K_VLAN, K_TRANSPORT = range(6)
 P_KEY, P_FLAGS, P_SEQ, P_PAYLOAD, P_MACOFF = range(5)
@@ -136,27 +142,44 @@ class Decoder:
         n = len(data)
         if linktype == LINKTYPE_ETHERNET and n >= 54:
             # the commonest frame: untagged Ethernet, IPv4 without options, TCP, in one unpack
-            (etype, vihl, total, _ident, frag, proto, src, dst, sport, dport, seq, doff, flags) = (
-                _ETH_IPV4_TCP.unpack_from(data)
-            )
-            if (
-                etype == ETH_IPV4
-                and vihl == 0x45
-                and proto == TCP
-                and not frag & 0x3FFF
-                and total >= 40
-                and doff >= 0x50
-            ):
-                end = 14 + total
-                if end > n:
-                    end = n
-                return (
-                    (src, sport, dst, dport, 0, TCP),
-                    flags,
+            if _FAST_TCP4 is not None:
+                pkt = _FAST_TCP4(data)  # the same, compiled
+                if pkt is not None:
+                    return pkt
+            else:
+                (
+                    etype,
+                    vihl,
+                    total,
+                    _ident,
+                    frag,
+                    proto,
+                    src,
+                    dst,
+                    sport,
+                    dport,
                     seq,
-                    data[34 + (doff >> 4) * 4 : end],
-                    0,
-                )
+                    doff,
+                    flags,
+                ) = _ETH_IPV4_TCP.unpack_from(data)
+                if (
+                    etype == ETH_IPV4
+                    and vihl == 0x45
+                    and proto == TCP
+                    and not frag & 0x3FFF
+                    and total >= 40
+                    and doff >= 0x50
+                ):
+                    end = 14 + total
+                    if end > n:
+                        end = n
+                    return (
+                        (src, sport, dst, dport, 0, TCP),
+                        flags,
+                        seq,
+                        data[34 + (doff >> 4) * 4 : end],
+                        0,
+                    )
         if linktype == LINKTYPE_ETHERNET and n >= 34:
             etype, vihl, total, ident, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
             if etype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 20:

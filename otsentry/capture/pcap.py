@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
 from struct import Struct
 
+from otsentry.accel import FASTPCAP
 from otsentry.capture.base import CaptureError, FileReader, FileSource, Frame, SourceError
+from otsentry.capture.split import share_frames
 
 #: file magic (as stored) → (struct byte order, nanosecond timestamps)
 PCAP_MAGICS: dict[bytes, tuple[str, bool]] = {
@@ -48,6 +51,9 @@ class PcapReader(FileReader):
         self.nanosecond = False
         self.version = (0, 0)
         self._record = Struct("<III4x")  # seconds, fraction, captured length
+        self._big_endian = False
+        self._share = (0, 1)
+        self._numbers: deque[int] | None = None
         try:
             self._read_header()
         except BaseException:
@@ -78,6 +84,7 @@ class PcapReader(FileReader):
         self.snaplen = snaplen
         self.linktype = network & _LINKTYPE_MASK
         self._record = Struct(order + "III4x")
+        self._big_endian = order == ">"
 
     @property
     def position(self) -> int:
@@ -88,7 +95,22 @@ class PcapReader(FileReader):
         if self._started:
             raise RuntimeError(f"{self.path}: a capture reader can be iterated only once")
         self._started = True
-        return self._frames()
+        numbers = self._numbers
+        if numbers is None or FASTPCAP is not None:
+            return self._frames()
+        return share_frames(self._frames(), *self._share, numbers.append)
+
+    def keep_share(self, worker: int, workers: int) -> Iterator[int]:
+        """From now on yield only the frames that fall to ``worker`` of ``workers`` (as
+        ``split.keep_share``); returns the numbers (from 1) those frames have in the file: take
+        one after each frame. Call before iterating."""
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
+        if self._started:
+            raise RuntimeError(f"{self.path}: choose the share before reading")
+        self._share = (worker, workers)
+        numbers = self._numbers = deque()
+        return iter(numbers.popleft, -1)
 
     def _frames(self) -> Iterator[Frame]:
         src = self._src
@@ -102,20 +124,36 @@ class PcapReader(FileReader):
         frac_ns = 1 if self.nanosecond else 1000
         limit = MAX_CAPLEN
         chunk = self._chunk_size
+        worker, workers = self._share
+        numbers = self._numbers  # set by keep_share; only the compiled loop fills it here
+        scan = FASTPCAP.scan if FASTPCAP is not None else None
+        big_endian = self._big_endian
+        number = 0  # records walked (compiled loop)
         buf = b""
         base = FILE_HEADER_LEN  # stream offset of buf[0]
         pos = end = 0
         try:
             while True:
                 stop = end - RECORD_HEADER_LEN
-                while pos <= stop:
-                    sec, frac, caplen = unpack_from(buf, pos)
-                    start = pos + 16
-                    nxt = start + caplen
-                    if nxt > end or caplen > limit:
-                        break
-                    yield (sec * 1_000_000_000 + frac * frac_ns, lt, buf[start:nxt])
-                    pos = nxt
+                if scan is not None:
+                    frames: list[Frame] = []
+                    kept: list[int] | None = [] if numbers is not None else None
+                    pos, number = scan(
+                        buf, pos, lt, big_endian, frac_ns, limit, worker, workers, number,
+                        frames, kept,
+                    )  # fmt: skip
+                    if numbers is not None:
+                        numbers.extend(kept)  # type: ignore[arg-type]
+                    yield from frames
+                else:
+                    while pos <= stop:
+                        sec, frac, caplen = unpack_from(buf, pos)
+                        start = pos + 16
+                        nxt = start + caplen
+                        if nxt > end or caplen > limit:
+                            break
+                        yield (sec * 1_000_000_000 + frac * frac_ns, lt, buf[start:nxt])
+                        pos = nxt
                 # The record at pos is incomplete in the window, or too long.
                 need = RECORD_HEADER_LEN
                 if pos <= stop:

@@ -8,7 +8,9 @@ can be found here (ARP, other ethertypes, truncated or unknown link layers) go t
 each frame is processed exactly once.
 
 The classifier runs once per frame in every worker: it reads the link header, at most two VLAN
-tags and the addresses with a few precompiled ``struct`` unpacks, and decodes nothing else.
+tags and the addresses with a few precompiled ``struct`` unpacks, and decodes nothing else. A
+classic pcap file's reader does the same test in its compiled record loop
+(``PcapReader.keep_share``, otsentry/_fastpcap.c) and copies only the frames it keeps.
 """
 
 from __future__ import annotations
@@ -128,10 +130,10 @@ def numbered_share(
     if not 0 <= worker < workers:
         raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
     pending: deque[int] = deque(maxlen=1)
-    return _numbered(frames, worker, workers, pending.append), iter(pending.popleft, -1)
+    return share_frames(frames, worker, workers, pending.append), iter(pending.popleft, -1)
 
 
-def _numbered(
+def share_frames(
     frames: Iterable[Frame], worker: int, workers: int, keep: Callable[[int], None]
 ) -> Iterator[Frame]:
     """``keep_share`` passing each kept frame's number to ``keep`` (its test inlined)."""

@@ -33,8 +33,12 @@ app.add_typer(spool.app, name="spool")
 
 @app.command("version")
 def version() -> None:
-    """Print the otsentry version (and Python's) on stdout."""
-    typer.echo(f"otsentry {__version__} (Python {platform.python_version()})")
+    """Print the otsentry version (Python's, and whether the pcap loop is compiled) on stdout."""
+    from otsentry.accel import describe
+
+    typer.echo(
+        f"otsentry {__version__} (Python {platform.python_version()}, pcap loop {describe()})"
+    )
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from otsentry.capture import CaptureError, CaptureReader, merge_frames, open_capture
+from otsentry.capture.pcap import PcapReader
 from otsentry.capture.split import numbered_share
 from otsentry.cli.options import (
     ConfigOption,
@@ -253,10 +254,14 @@ def _replay_files(
     progress = ReplayProgress(readers, disabled=quiet)
     try:
         with progress:
-            merged = merge_frames(readers, keep_going, on_error)
             if share[1] == 1:
-                pipeline.run(merged, progress.update)
+                pipeline.run(merge_frames(readers, keep_going, on_error), progress.update)
+            elif len(readers) == 1 and isinstance(readers[0], PcapReader):
+                # one classic pcap: the reader skips the other workers' records itself
+                numbers = readers[0].keep_share(*share)
+                pipeline.run(merge_frames(readers, keep_going, on_error), progress.update, numbers)
             else:
+                merged = merge_frames(readers, keep_going, on_error)
                 frames, numbers = numbered_share(merged, *share)
                 pipeline.run(frames, progress.update, numbers)
     except CaptureError:

@@ -1,0 +1,20 @@
+"""Types of the compiled pcap record loop (otsentry/_fastpcap.c)."""
+
+def scan(
+    buf: bytes,
+    pos: int,
+    linktype: int,
+    big_endian: bool,
+    frac_ns: int,
+    limit: int,
+    worker: int,
+    workers: int,
+    number: int,
+    frames: list[tuple[int, int, bytes]],
+    numbers: list[int] | None,
+    /,
+) -> tuple[int, int]: ...
+def share(linktype: int, data: bytes, workers: int, /) -> int: ...
+def ethernet_ipv4_tcp(
+    data: bytes, /
+) -> tuple[tuple[bytes, int, bytes, int, int, int], int, int, bytes, int] | None: ...
