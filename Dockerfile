@@ -32,7 +32,13 @@ COPY pyproject.toml setup.py README.md ./
 COPY otsentry ./otsentry
 COPY dissectors ./dissectors
 COPY rules ./rules
-RUN pip install --no-cache-dir . && rm -rf /src
+# gcc only to compile the pcap record loop (otsentry/_fastpcap.c), removed in the same layer
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install --no-cache-dir . \
+ && python -c "import otsentry._fastpcap" \
+ && apt-get purge -y --auto-remove gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/* /src
 
 # the bundled lab captures, so `docker run otsentry replay /opt/otsentry/pcaps` works out of the box
 COPY pcaps/*.pcap /opt/otsentry/pcaps/

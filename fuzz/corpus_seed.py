@@ -3,7 +3,8 @@
 For every TCP flow of ``pcaps/*.pcap`` on a dissector's port, the in-order payload segments of
 both directions (retransmissions dropped) are written in the driver's record format: short
 windows of a conversation, each a seed, into ``fuzz/corpus/<protocol>/``. The reader harness gets
-the capture files themselves, cut to their first records, in ``fuzz/corpus/pcap_readers/``.
+the capture files themselves, cut to their first records, in ``fuzz/corpus/pcap_readers/``; the
+compiled pcap loop their first records and frames in ``fuzz/corpus/fastpcap/``.
 
 Run: ``python fuzz/corpus_seed.py`` (from the repository root; rewrites the seed files).
 """
@@ -106,6 +107,19 @@ def capture_seeds(paths: list[Path]) -> list[bytes]:
     return out
 
 
+def fastpcap_seeds(paths: list[Path]) -> list[bytes]:
+    """Per capture: its first 2 KB of records, and its first frame, behind the two control bytes
+    of ``fastpcap.py`` (Ethernet with 1, 2 and 4 workers; little-endian, microseconds)."""
+    out = []
+    for path in paths:
+        raw = path.read_bytes()
+        records = raw[24 : 24 + 2048]
+        caplen = struct.unpack_from("<I", raw, 24 + 8)[0] if len(raw) >= 40 else 0
+        out += [bytes([control, 0]) + records for control in (0x01, 0x11, 0x31)]
+        out.append(b"\x11\x00" + raw[40 : 40 + caplen])
+    return out
+
+
 def main() -> int:
     """Write every corpus; print the counts."""
     paths = sorted((ROOT / "pcaps").glob("*.pcap"))
@@ -119,6 +133,7 @@ def main() -> int:
         step = max(1, len(uniq) // MAX_SEEDS)
         print(proto, write(CORPUS / proto, uniq[::step][:MAX_SEEDS]))
     print("pcap_readers", write(CORPUS / "pcap_readers", capture_seeds(paths)))
+    print("fastpcap", write(CORPUS / "fastpcap", fastpcap_seeds(paths)))
     return 0
 
 

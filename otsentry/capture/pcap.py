@@ -9,7 +9,6 @@ from struct import Struct
 
 from otsentry.accel import FASTPCAP
 from otsentry.capture.base import CaptureError, FileReader, FileSource, Frame, SourceError
-from otsentry.capture.split import share_frames
 
 #: file magic (as stored) → (struct byte order, nanosecond timestamps)
 PCAP_MAGICS: dict[bytes, tuple[str, bool]] = {
@@ -98,6 +97,8 @@ class PcapReader(FileReader):
         numbers = self._numbers
         if numbers is None or FASTPCAP is not None:
             return self._frames()
+        from otsentry.capture.split import share_frames  # split imports decode, and decode this module
+
         return share_frames(self._frames(), *self._share, numbers.append)
 
     def keep_share(self, worker: int, workers: int) -> Iterator[int]:
