@@ -50,7 +50,7 @@ _ABORTED = ("opcua.chunk_aborted",)
 _TRUNCATED = ("opcua.truncated",)
 _NON_OPCUA = ("opcua.non_opcua_payload",)
 _MAX_STRING = 4096
-_INTERMEDIATE, _ABORT = ord("C"), ord("A")  # chunk types; "F" is the final chunk
+_INTERMEDIATE, _ABORT, _FINAL = ord("C"), ord("A"), ord("F")  # chunk types
 _TYPE_TEXT = {mtype: mtype.decode() for mtype in MESSAGE_TYPES}
 _PDU_BATCH = 256
 
@@ -320,10 +320,13 @@ class OpcUaSession:
                 anomalies = _SEQUENCE_GAP
             state.last_sequence = sequence
             state.synced = True
-            key = (mtype, request_id)
             body_start, body_end = pos + 8, end - self._signature_length()
             if body_end < body_start:
                 body_end = end
+            if ctype == _FINAL and not state.chunks:  # a whole message in one chunk
+                self._message(head, anomalies, data, body_start, body_end, from_client, ts)
+                return
+            key = (mtype, request_id)
         self._chunk(key, ctype, head, anomalies, data, body_start, body_end, from_client, ts)
 
     def _chunk(
@@ -395,7 +398,8 @@ class OpcUaSession:
             rec["channel"] = self.channel
         self._count()
         frame = self.ctx.frame
-        self._trace(rec, anomalies, from_client)
+        if self.trace is not None:
+            self._trace(rec, anomalies, from_client)
         request_id = rec.get("request_id")
         if request_id is None:  # encrypted: no request id to pair by
             direction = Direction.REQUEST if from_client else Direction.RESPONSE
