@@ -248,21 +248,25 @@ def _status(code: int) -> Record:
 def _list(r: Reader, read: Callable[[Reader], Any]) -> tuple[list[Any], int]:
     """An array of structures: the first :data:`LIST_CAP` kept, all read; and the count."""
     n = r.array_length()
-    if n <= LIST_CAP:
-        return [read(r) for _ in range(n)], n
-    out = [read(r) for _ in range(LIST_CAP)]
-    for _ in range(n - LIST_CAP):
-        read(r)
-    r.truncated = True
+    out: list[Any] = []
+    append = out.append  # (a loop, not a comprehension: most lists are short, often empty)
+    for _ in range(n if n <= LIST_CAP else LIST_CAP):
+        append(read(r))
+    if n > LIST_CAP:
+        for _ in range(n - LIST_CAP):
+            read(r)
+        r.truncated = True
     return out, n
 
 
 def _strings(r: Reader) -> list[str]:
-    return [s for s in _list(r, Reader.string)[0] if s is not None]
+    strings = _list(r, Reader.string)[0]
+    return [s for s in strings if s is not None] if strings else strings
 
 
 def _statuses(r: Reader) -> list[Record]:
-    return [_status(code) for code in _list(r, Reader.status)[0]]
+    codes = _list(r, Reader.status)[0]
+    return [_status(code) for code in codes] if codes else []
 
 
 def _skip_extension_object(r: Reader) -> tuple[str, int | None, int]:
@@ -296,20 +300,30 @@ _READ_VALUE_ID_TAIL = Struct("<IiHi")
 
 
 # -- headers ---------------------------------------------------------------------------------------
+def _skip_additional_header(r: Reader, at: int) -> None:
+    """Read over a header's additional header at ``at``: mostly the null ExtensionObject (type
+    id i=0 as a two-byte NodeId, no body: three zero bytes)."""
+    data = r.data
+    if at + 3 <= r.end and data[at] == 0 and data[at + 1] == 0 and data[at + 2] == 0:
+        r.pos = at + 3
+        return
+    r.pos = at
+    _skip_extension_object(r)
+
+
 def _request_header(r: Reader, rec: Record) -> None:
     r.skip_nodeid()  # authentication token: a session secret, never recorded
     at = r.pos
     if at + _REQUEST_HEADER.size <= r.end:  # no audit entry id: the fields in one unpack
         ticks, handle, diagnostics, audit, timeout = _REQUEST_HEADER.unpack_from(r.data, at)
         if audit == -1 or audit == 0:
-            r.pos = at + _REQUEST_HEADER.size
             if ticks > 0:
                 rec["timestamp"] = ticks_to_iso(ticks)
             rec["request_handle"] = handle
             if diagnostics:
                 rec["return_diagnostics"] = diagnostics
             rec["timeout_hint"] = timeout
-            _skip_extension_object(r)  # additional header
+            _skip_additional_header(r, at + _REQUEST_HEADER.size)
             return
     _put(rec, "timestamp", r.datetime())
     rec["request_handle"] = r.uint32()
@@ -328,13 +342,12 @@ def _response_header(r: Reader, rec: Record) -> None:
     if at + _RESPONSE_HEADER.size <= r.end:  # no diagnostics, no string table: one unpack
         ticks, handle, code, diagnostics, strings = _RESPONSE_HEADER.unpack_from(r.data, at)
         if diagnostics == 0 and (strings == -1 or strings == 0):
-            r.pos = at + _RESPONSE_HEADER.size
             if ticks > 0:
                 rec["timestamp"] = ticks_to_iso(ticks)
             rec["request_handle"] = handle
             rec["service_result"] = code
             rec["service_result_name"] = status_name(code)
-            _skip_extension_object(r)  # additional header
+            _skip_additional_header(r, at + _RESPONSE_HEADER.size)
             return
     _put(rec, "timestamp", r.datetime())
     rec["request_handle"] = r.uint32()
@@ -890,6 +903,19 @@ def _is_response(name: str) -> bool:
 
 _RESPONSES = frozenset(number for number, name in SERVICE_NAMES.items() if _is_response(name))
 
+#: service encoding id → (name, is a response, header reader or None, body decoder or None)
+_SERVICES: dict[int, tuple[str, bool, Decoder | None, Decoder | None]] = {
+    number: (
+        name,
+        number in _RESPONSES,
+        None
+        if number in _NO_HEADER
+        else (_response_header if number in _RESPONSES else _request_header),
+        _DECODERS.get(number),
+    )
+    for number, name in SERVICE_NAMES.items()
+}
+
 
 def decode_body(
     data: bytes | bytearray, pos: int, end: int, rec: Record | None = None
@@ -900,26 +926,33 @@ def decode_body(
     if rec is None:
         rec = {}
     r = Reader(data, pos, end)
-    try:
-        text, number = r.numeric_nodeid()
-    except DecodeError as exc:
-        rec["decode_error"] = str(exc)
-        return rec, (DECODE_ERROR,)
-    name = SERVICE_NAMES.get(number) if number is not None else None
-    if number is not None:
-        rec["service_id"] = number
-    if name is None or number is None:  # (no number, no name)
-        rec["service"] = "Unknown"
+    at = r.pos
+    number: int | None
+    if at + 4 <= r.end and data[at] == 1 and data[at + 1] == 0:
+        # the usual type id, a four-byte NodeId in namespace 0: its number, no text needed
+        number = data[at + 2] | data[at + 3] << 8
+        r.pos = at + 4
+    else:
+        try:
+            text, number = r.numeric_nodeid()
+        except DecodeError as exc:
+            rec["decode_error"] = str(exc)
+            return rec, (DECODE_ERROR,)
         if number is None:
+            rec["service"] = "Unknown"
             rec["type_id"] = text
+            return rec, (UNKNOWN_SERVICE,)
+    rec["service_id"] = number
+    service = _SERVICES.get(number)
+    if service is None:
+        rec["service"] = "Unknown"
         return rec, (UNKNOWN_SERVICE,)
+    name, response, header, decoder = service
     rec["service"] = name
-    response = number in _RESPONSES
     rec["is_response"] = response
-    decoder = _DECODERS.get(number)
     try:
-        if number not in _NO_HEADER:
-            (_response_header if response else _request_header)(r, rec)
+        if header is not None:
+            header(r, rec)
         if decoder is None:
             rec["body_decoded"] = False
         else:
