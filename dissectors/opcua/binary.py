@@ -553,11 +553,22 @@ class Reader:
         return f"{ns}:{name}" if ns else name
 
     def skip_qualified_name(self) -> None:
+        at = self.pos
+        end = self.end
+        if at + 6 <= end:  # namespace and name length in the bytes: one step when it fits
+            n: int = _I32(self.data, at + 2)[0]
+            if -1 <= n <= end - at - 6:
+                self.pos = at + 6 + n if n > 0 else at + 6
+                return
         self.uint16()
         self.skip_bytestring()
 
     def skip_localized_text(self) -> None:
-        mask = self.data[self.take(1)]
+        at = self.pos
+        if at >= self.end:
+            self.take(1)  # raises: truncated
+        self.pos = at + 1
+        mask = self.data[at]
         if mask & 0x01:
             self.skip_bytestring()
         if mask & 0x02:
@@ -821,8 +832,11 @@ class Reader:
                 self.truncated = True
                 break
             value = read(self)
-            if self.keep():
+            if self.budget > 0:  # (keep(), inline: once per element)
+                self.budget -= 1
                 values.append(value)
+            else:
+                self.truncated = True
         return values
 
 
