@@ -6,23 +6,32 @@ The very same documents go to the local NDJSON files and to Elasticsearch.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 import uuid
+from binascii import hexlify
 from collections.abc import Callable, Mapping
-from hashlib import sha1
 from typing import Any
 
 import orjson
 
 from otsentry import __version__
 from otsentry.assets.identity import device_fields
-from otsentry.model import Alert, Asset, Conn, Event
+from otsentry.model import Alert, Asset, Conn, Direction, Event
+
+try:  # CPython's own SHA-1: for a name this short, no OpenSSL context to set up per call
+    from _sha1 import sha1 as _sha1  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter without it
+    from hashlib import sha1 as _sha1
 
 ECS_VERSION = "8.17.0"
 THREAT_FRAMEWORK = "MITRE ATT&CK for ICS"
 _ID_NAMESPACE = uuid.UUID("6a0b7c53-52f4-4b8f-9f38-5d6c4f0e7a11")
 _NAMESPACE_BYTES = _ID_NAMESPACE.bytes
-_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+#: the clock_seq high nibble → with the RFC 4122 variant bits (10xx)
+_VARIANT = {f"{n:x}".encode(): f"{(n & 0x3) | 0x8:x}".encode() for n in range(16)}
+#: a SHA-1 hex digest → the groups of a UUID but the version nibble (h[12], skipped)
+_UUID_GROUPS = struct.Struct("8s4sx3s1s3s12s").unpack_from
 
 
 _SECONDS: dict[int, str] = {}  # whole seconds already formatted (packet time and wall time)
@@ -79,19 +88,28 @@ class DocumentIds:
     """Deterministic ``event.id`` values: the same input replayed gives the same ids, so a
     resend to Elasticsearch is a harmless duplicate rather than a second copy."""
 
-    __slots__ = ("_n", "_sensor")
+    __slots__ = ("_heads", "_n", "_sensor")
 
     def __init__(self, sensor: str) -> None:
         self._sensor = sensor
         self._n = 0
+        #: kind → the hashed name's start (namespace, sensor and kind), made once per kind
+        self._heads: dict[str, bytes] = {}
 
     def next(self, kind: str, ts: int, flow: str) -> str:
         """A UUID for the next document of this run (a name-based UUID v5, as ``uuid.uuid5``)."""
+        return self.next_bytes(kind, ts, flow).decode()
+
+    def next_bytes(self, kind: str, ts: int, flow: str) -> bytes:
+        """:meth:`next`, as ASCII bytes (for a line under construction)."""
         self._n += 1
-        name = f"{self._sensor}|{kind}|{flow}|{ts}|{self._n}".encode()
-        h = sha1(_NAMESPACE_BYTES + name).hexdigest()
+        head = self._heads.get(kind)
+        if head is None:
+            head = self._heads[kind] = _NAMESPACE_BYTES + f"{self._sensor}|{kind}|".encode()
+        h = hexlify(_sha1(head + f"{flow}|{ts}|{self._n}".encode()).digest())
         # version 5 in the time_hi nibble, RFC 4122 variant in the clock_seq high bits
-        return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+        a, b, c, variant, d, e = _UUID_GROUPS(h)
+        return b"".join((a, b"-", b, b"-5", c, b"-", _VARIANT[variant], d, b"-", e))
 
 
 def _endpoint(ip: str, port: int, mac: str | None) -> dict[str, Any]:
@@ -118,7 +136,6 @@ def _network(conn: Conn, protocol: str) -> dict[str, Any]:
 #: from being reused while cached
 _FlowCache = dict[int, tuple[Conn, str, Mapping[str, Any], Any]]
 _COMMON_CACHE: _FlowCache = {}
-_COMMON_BYTES: _FlowCache = {}
 _COMMON_CACHE_MAX = 4096
 
 
@@ -180,11 +197,17 @@ def _event_parts(ev: Event, ids: DocumentIds) -> tuple[dict[str, Any], dict[str,
         event["outcome"] = ev.outcome
     if ev.duration_ns is not None:
         event["duration"] = ev.duration_ns
+    return event, _record(ev)
+
+
+def _record(ev: Event) -> dict[str, Any]:
+    """The protocol record of an event document: the event's fields, its direction and
+    anomalies."""
     record: dict[str, Any] = dict(ev.fields)
-    record["direction"] = str(env.direction)
+    record["direction"] = str(ev.envelope.direction)
     if ev.anomalies:
         record["anomalies"] = list(ev.anomalies)
-    return event, record
+    return record
 
 
 def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[str, Any]:
@@ -198,40 +221,139 @@ def event_doc(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> dict[
     return doc
 
 
-def _common_members(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(_common(conn, protocol, observer))[1:-1]  # members, no braces
+_FlowLine = tuple[bytes, dict[str, bytes]]
 
 
-def _common_bytes(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> bytes:
-    """``_common`` serialised (its members, as they sit in an event line), once per flow."""
-    members: bytes = _per_flow(_COMMON_BYTES, conn, protocol, observer, _common_members)
-    return members
+def _flow_line(conn: Conn, protocol: str, observer: Mapping[str, Any]) -> _FlowLine:
+    """What a flow's event lines share: the bytes from the end of the ``event`` block to the
+    protocol record (``},"source":…,"tags":[…],"otsentry":{"modbus":``) and the protocol's
+    ``event`` block starts by action."""
+    members = orjson.dumps(_common(conn, protocol, observer))[1:-1]  # members, no braces
+    heads = _EVENT_HEADS.get(protocol)
+    if heads is None:
+        if len(_EVENT_HEADS) >= _COMMON_CACHE_MAX:
+            _EVENT_HEADS.clear()
+        heads = _EVENT_HEADS[protocol] = {}
+    return b"}," + members + b',"otsentry":{' + orjson.dumps(protocol) + b":", heads
 
+
+def _event_head(heads: dict[str, bytes], action: str, protocol: str) -> bytes:
+    """The ``event`` block of a line up to the id's value, for one protocol and action."""
+    head = heads.get(action)
+    if head is None:
+        if len(heads) >= _COMMON_CACHE_MAX:
+            heads.clear()
+        event = orjson.dumps(
+            {
+                "kind": "event",
+                "category": ["network"],
+                "type": ["protocol"],
+                "action": action,
+                "dataset": f"otsentry.{protocol}",
+                "module": "otsentry",
+                "id": "",
+            },
+            default=str,
+        )
+        head = heads[action] = event[: -len(b'""}')] + b'"'
+    return head
+
+
+#: protocol → action → the ``event`` block of a line up to the id's value
+_EVENT_HEADS: dict[str, dict[str, bytes]] = {}
+_FLOW_LINES: _FlowCache = {}
 
 _ECS_MEMBER = b'"ecs":' + orjson.dumps({"version": ECS_VERSION})
+#: what follows the timestamp's microseconds up to the ``event`` block
+_AFTER_TIMESTAMP = b'Z",' + _ECS_MEMBER + b',"event":'
+#: 0 → b"000" … 999 → b"999"
+_DIGITS3 = [b"%03d" % n for n in range(1000)]
+#: the line's start up to the timestamp's microseconds, for the millisecond of the last line
+_LINE_MS: list[Any] = [None, b""]
+#: ``","created":"…"`` for the last line: [now_iso()'s text, the member]
+_CREATED: list[Any] = [None, b""]
+_DIRECTIONS = {d: b',"direction":' + orjson.dumps(str(d)) for d in Direction}
+_OUTCOMES: dict[str, bytes] = {}
+
+
+def _line_start(ms: int) -> bytes:
+    """``{"@timestamp":"2023-11-14T22:13:20.123`` for a millisecond since the epoch."""
+    secs, frac = divmod(ms, 1000)
+    start = b'{"@timestamp":"' + iso_time(secs * 1_000_000_000)[:-7].encode() + _DIGITS3[frac]
+    _LINE_MS[0], _LINE_MS[1] = ms, start
+    return start
+
+
+def _created(text: str) -> bytes:
+    """``","created":"…"`` for now_iso()'s text (the same text object for a millisecond)."""
+    member = b'","created":' + orjson.dumps(text)
+    _CREATED[0], _CREATED[1] = text, member
+    return member
+
+
+def _outcome(outcome: Any) -> bytes:
+    piece = _OUTCOMES.get(outcome) if outcome.__class__ is str else None
+    if piece is None:
+        piece = b',"outcome":' + orjson.dumps(outcome, default=str)
+        if outcome.__class__ is str and len(_OUTCOMES) < 64:
+            _OUTCOMES[outcome] = piece
+    return piece
 
 
 def event_line(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> bytes:
     """:func:`event_doc` serialised as one NDJSON line, byte for byte what ``orjson.dumps`` of
-    the document gives, without building it: a flow's connection, observer and tag members are
-    serialised once and reused for each of its events."""
+    the document gives, without building it: what a flow's lines share (connection, observer,
+    tags) is serialised once per flow, the ``event`` block's constant start once per action,
+    the timestamp's text once per millisecond, and the protocol record as it is, with the
+    direction and anomalies appended to its members."""
     env = ev.envelope
-    event, record = _event_parts(ev, ids)
+    protocol = env.protocol
+    conn = env.conn
+    ts = env.ts
+    hit = _FLOW_LINES.get(id(conn))
+    if hit is not None and hit[0] is conn and hit[1] == protocol and hit[2] is observer:
+        flow, heads = hit[3]
+    else:
+        flow, heads = _per_flow(_FLOW_LINES, conn, protocol, observer, _flow_line)
+    head = heads.get(ev.action)
+    if head is None:
+        head = _event_head(heads, ev.action, protocol)
+    ms, ns = divmod(ts, 1_000_000)
+    start = _LINE_MS[1] if ms == _LINE_MS[0] else _line_start(ms)
+    created = now_iso()
+    fields = ev.fields
+    direction = _DIRECTIONS.get(env.direction)
+    if (
+        fields.__class__ is dict
+        and direction is not None
+        and "direction" not in fields
+        and "anomalies" not in fields
+    ):
+        # the record's own members, then direction and anomalies: as the document's copy of
+        # the record gets them
+        if fields:
+            record = orjson.dumps(fields, default=str)[:-1]
+        else:
+            record, direction = b"{", direction[1:]
+        if ev.anomalies:
+            direction += b',"anomalies":' + orjson.dumps(ev.anomalies, default=str)
+    else:
+        record, direction = orjson.dumps(_record(ev), default=str)[:-1], b""
+    duration = ev.duration_ns
     return b"".join(
         (
-            b'{"@timestamp":"',
-            iso_time(env.ts).encode(),
-            b'",',
-            _ECS_MEMBER,
-            b',"event":',
-            orjson.dumps(event, default=str),
-            b",",
-            _common_bytes(env.conn, env.protocol, observer),
-            b',"otsentry":{',
-            orjson.dumps(env.protocol),
-            b":",
-            orjson.dumps(record, default=str),
-            b"}}\n",
+            start,
+            _DIGITS3[ns // 1000],
+            _AFTER_TIMESTAMP,
+            head,
+            ids.next_bytes("event", ts, conn.community_id),
+            _CREATED[1] if created is _CREATED[0] else _created(created),
+            _outcome(ev.outcome) if ev.outcome else b"",
+            b"" if duration is None else b',"duration":' + orjson.dumps(duration, default=str),
+            flow,
+            record,
+            direction,
+            b"}}}\n",
         )
     )
 
