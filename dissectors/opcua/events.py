@@ -99,7 +99,7 @@ def transaction(
         "failure" if failed else "success",
         resp_ts - req_ts,
         _server_facts(req, resp, security),
-        client_identity(req),
+        client_identity(req) if "client" in req else None,  # (a CreateSession request's)
     )
 
 
@@ -108,9 +108,11 @@ def _server_facts(
 ) -> dict[str, Any] | None:
     """What the server said about itself, the security it offers (GetEndpoints / CreateSession
     endpoints) and, when a secure channel opens, the security used on it."""
-    identity = server_identity(resp)
     endpoints = resp.get("endpoints")
-    if identity is None and endpoints is None and not security:  # the common case
+    if endpoints is None and not security and resp.get("service") != "ReadResponse":
+        return None  # the common case: nothing said about the server (see server_identity)
+    identity = server_identity(resp)
+    if identity is None and endpoints is None and not security:
         return None
     facts: dict[str, Any] = dict(identity or {})
     if isinstance(endpoints, list):
