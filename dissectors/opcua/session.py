@@ -320,7 +320,12 @@ class OpcUaSession:
                 anomalies = _SEQUENCE_GAP
             state.last_sequence = sequence
             state.synced = True
-            body_start, body_end = pos + 8, end - self._signature_length()
+            # a Sign-only chunk ends with the symmetric signature (none without a policy)
+            channel = self.channel
+            signature = (
+                SIGNATURE_LENGTHS.get(channel.get("security_policy", "None"), 0) if channel else 0
+            )
+            body_start, body_end = pos + 8, end - signature
             if body_end < body_start:
                 body_end = end
             if ctype == _FINAL and not state.chunks:  # a whole message in one chunk
@@ -480,11 +485,6 @@ class OpcUaSession:
         key = "client_certificate_thumbprint" if from_client else "server_certificate_thumbprint"
         if "sender_certificate_thumbprint" in head:
             channel[key] = head["sender_certificate_thumbprint"]
-
-    def _signature_length(self) -> int:
-        """Bytes of symmetric signature ending a Sign-only chunk (0 without a policy)."""
-        channel = self.channel
-        return SIGNATURE_LENGTHS.get(channel.get("security_policy", "None"), 0) if channel else 0
 
     def _encrypted(self, data: Buffer, pos: int, end: int) -> bool:
         """Is this MSG / CLO body encrypted? With no policy, or where the body begins with the
