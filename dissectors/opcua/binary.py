@@ -467,6 +467,10 @@ class Reader:
                 return _TWO_BYTE_TEXT[data[at + 1]]
             if mask == 1 and at + 4 <= end:
                 self.pos = at + 4
+                # numeric_text's cache looked up here: a hit costs no call
+                text = _NUMERIC_TEXT.get(data[at + 1] << 32 | data[at + 2] | data[at + 3] << 8)
+                if text is not None:
+                    return text
                 return numeric_text(data[at + 1], data[at + 2] | data[at + 3] << 8)
             if mask == 2 and at + 7 <= end:
                 self.pos = at + 7
