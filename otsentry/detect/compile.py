@@ -17,7 +17,7 @@ from typing import Any, Final
 from otsentry.detect.attack import AttackError, resolve_tags
 from otsentry.detect.condition import ConditionError, Pins, build, parse_condition, pins_of
 from otsentry.detect.correlation import CorrelationSpec, parse_timespan
-from otsentry.detect.fields import MISSING, Accessor, FieldError, accessor
+from otsentry.detect.fields import ENVELOPE_FIELDS, MISSING, Accessor, FieldError, accessor
 from otsentry.detect.fixtures import FixtureError, fixture_events
 from otsentry.detect.model import Predicate, Rule
 from otsentry.model import Event
@@ -243,6 +243,11 @@ def _entry(key: str, value: Any, path: _KeyPath) -> Predicate:
         if len(values) != 1 or not isinstance(values[0], bool) or every:
             raise CompileError(path, "|exists takes true or false")
         want = values[0]
+        if "." not in name and name not in ENVELOPE_FIELDS:
+            # a key of the event's own record, read in place (absent and null alike missing)
+            if want:
+                return lambda e: e.fields.get(name) is not None
+            return lambda e: e.fields.get(name) is None
         return lambda e: (get(e) is not MISSING) is want
     null_ok = any(v is None for v in values)
     present = [v for v in values if v is not None]

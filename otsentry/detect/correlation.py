@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from otsentry.detect.fields import MISSING, Accessor
-from otsentry.model import Event
+from otsentry.detect.fields import ENVELOPE_FIELDS, FLOW_FIELDS, MISSING, Accessor
+from otsentry.model import Conn, Event
 
 __all__ = [
     "MAX_ENTRIES",
@@ -27,6 +27,8 @@ __all__ = [
 
 MAX_GROUPS: Final = 65_536
 MAX_ENTRIES: Final = 1_024
+#: flows whose group key is remembered (cleared when full)
+_FLOW_KEYS_MAX: Final = 4_096
 
 _UNITS: Final = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
@@ -114,6 +116,15 @@ class Correlator:
         self._observe: Callable[[_Group, Event, int], int] = (
             self._count_values if spec.kind == "value_count" else self._count_events
         )
+        field = spec.field
+        #: value_count's field when it is a key of the event's own record (``unit_id``)
+        self._field_key = (
+            field
+            if field is not None and "." not in field and field not in ENVELOPE_FIELDS
+            else None
+        )
+        #: the least count that fires (``spec.holds`` as one comparison)
+        self._fires_at = spec.threshold + 1 if spec.op == "gt" else spec.threshold
 
     def group_of(self, event: Event) -> tuple[Any, ...]:
         """The group-by values of an event."""
@@ -125,11 +136,30 @@ class Correlator:
             return lambda e: ()
         if len(getters) == 1:
             (g0,) = getters
-            return lambda e: (_key(g0(e)),)
-        if len(getters) == 2:
+            plain: Callable[[Event], tuple[Any, ...]] = lambda e: (_key(g0(e)),)  # noqa: E731
+        elif len(getters) == 2:
             g0, g1 = getters
-            return lambda e: (_key(g0(e)), _key(g1(e)))
-        return lambda e: tuple(_key(g(e)) for g in getters)
+            plain = lambda e: (_key(g0(e)), _key(g1(e)))  # noqa: E731
+        else:
+            plain = lambda e: tuple(_key(g(e)) for g in getters)  # noqa: E731
+        if not FLOW_FIELDS.issuperset(self.spec.group_by):
+            return plain
+        # grouped by what a flow's events share (source.ip, destination.ip…): one key per flow,
+        # found by the Conn's identity (holding the Conn keeps its id from being reused)
+        by_flow: dict[int, tuple[Conn, tuple[Any, ...]]] = {}
+
+        def of_flow(e: Event) -> tuple[Any, ...]:
+            conn = e.envelope.conn
+            hit = by_flow.get(id(conn))
+            if hit is not None and hit[0] is conn:
+                return hit[1]
+            if len(by_flow) >= _FLOW_KEYS_MAX:
+                by_flow.clear()
+            key = plain(e)
+            by_flow[id(conn)] = (conn, key)
+            return key
+
+        return of_flow
 
     def observe(self, event: Event) -> int | None:
         """Count a match; the count reached when the condition holds (then the group restarts),
@@ -144,9 +174,8 @@ class Correlator:
             group = groups[key] = _Group(self._value_count)
         else:
             groups.move_to_end(key)
-        ts = event.envelope.ts
-        count = self._observe(group, event, ts)
-        if self.spec.holds(count):
+        count = self._observe(group, event, event.envelope.ts)
+        if count >= self._fires_at:
             del groups[key]
             return count
         return None
@@ -167,8 +196,13 @@ class Correlator:
         return len(times)
 
     def _count_values(self, group: _Group, event: Event, ts: int) -> int:
-        getter = self.spec.field_getter
-        value = getter(event) if getter is not None else MISSING
+        if self._field_key is not None:  # a key of the event's own record, read in place
+            value = event.fields.get(self._field_key, MISSING)
+            if value is None:
+                value = MISSING
+        else:
+            getter = self.spec.field_getter
+            value = getter(event) if getter is not None else MISSING
         values = group.values
         start = ts - self.spec.timespan_ns
         # values are kept oldest first: only when the oldest has aged out is there work to do

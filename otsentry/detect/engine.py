@@ -26,6 +26,9 @@ from otsentry.model import Event
 
 __all__ = ["NO_MATCHES", "FixtureResult", "RuleEngine", "fixture_results"]
 
+#: the reader of ``anomalies`` (empty on almost every event)
+_ANOMALIES: Final = ENVELOPE_FIELDS["anomalies"]
+
 #: what ``match`` returns when nothing matched (shared, never mutated)
 NO_MATCHES: Final[tuple[RuleMatch, ...]] = ()
 
@@ -136,9 +139,10 @@ class RuleEngine:
             return plain
 
         correlator = self.correlators[rid] = Correlator(spec)
+        observe = correlator.observe
 
         def correlated(event: Event) -> RuleMatch | None:
-            count = correlator.observe(event)
+            count = observe(event)
             if count is None:
                 return None
             counts[rid] += 1
@@ -224,7 +228,14 @@ class RuleEngine:
                             out.append(hit)
         for record_key, get, table in pinned:
             # a key of the protocol record is read in place, other fields through their reader
-            value = event.fields.get(record_key, MISSING) if record_key is not None else get(event)
+            if record_key is not None:
+                value = event.fields.get(record_key, MISSING)
+            elif get is _ANOMALIES:  # pinned by the cross-protocol rules: read in place too
+                value = event.anomalies
+                if not value:
+                    continue
+            else:
+                value = get(event)
             if value is MISSING or value is None:
                 continue
             if value.__class__ is list or value.__class__ is tuple:

@@ -17,6 +17,7 @@ from otsentry.model import Event
 __all__ = [
     "ENVELOPE_FIELDS",
     "ENVELOPE_PREFIXES",
+    "FLOW_FIELDS",
     "MISSING",
     "PROTOCOLS",
     "Accessor",
@@ -73,6 +74,22 @@ ENVELOPE_FIELDS: Final[Mapping[str, Accessor]] = {
     "direction": lambda e: e.envelope.direction,
     "anomalies": lambda e: e.anomalies or MISSING,
 }
+
+#: envelope fields read from the flow's ``Conn``: the same for every event of a flow
+FLOW_FIELDS: Final = frozenset(
+    (
+        "network.transport",
+        "network.community_id",
+        "network.vlan.id",
+        "source.ip",
+        "source.port",
+        "source.mac",
+        "destination.ip",
+        "destination.port",
+        "destination.mac",
+        "labels.segment",
+    )
+)
 
 #: names starting with these are envelope fields (and must be one of ``ENVELOPE_FIELDS``)
 ENVELOPE_PREFIXES: Final = ("event.", "network.", "source.", "destination.", "labels.")
