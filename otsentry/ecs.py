@@ -55,8 +55,9 @@ def now_iso() -> str:
     """The wall clock as :func:`iso_time` gives it, formatted at most once per millisecond
     (``event.created``: when the sensor made the document)."""
     now = time.time_ns()
-    if now // 1_000_000 != _NOW[0]:
-        _NOW[0] = now // 1_000_000
+    ms = now // 1_000_000
+    if ms != _NOW[0]:
+        _NOW[0] = ms
         _NOW[1] = iso_time(now)
     text: str = _NOW[1]
     return text
@@ -268,19 +269,19 @@ _ECS_MEMBER = b'"ecs":' + orjson.dumps({"version": ECS_VERSION})
 _AFTER_TIMESTAMP = b'Z",' + _ECS_MEMBER + b',"event":'
 #: 0 → b"000" … 999 → b"999"
 _DIGITS3 = [b"%03d" % n for n in range(1000)]
-#: the line's start up to the timestamp's microseconds, for the millisecond of the last line
-_LINE_MS: list[Any] = [None, b""]
+#: whole second → the line's start up to the fraction (``{"@timestamp":"2023-11-14T22:13:20.``)
+_LINE_SECONDS: dict[int, bytes] = {}
 #: ``","created":"…"`` for the last line: [now_iso()'s text, the member]
 _CREATED: list[Any] = [None, b""]
 _DIRECTIONS = {d: b',"direction":' + orjson.dumps(str(d)) for d in Direction}
 _OUTCOMES: dict[str, bytes] = {}
 
 
-def _line_start(ms: int) -> bytes:
-    """``{"@timestamp":"2023-11-14T22:13:20.123`` for a millisecond since the epoch."""
-    secs, frac = divmod(ms, 1000)
-    start = b'{"@timestamp":"' + iso_time(secs * 1_000_000_000)[:-7].encode() + _DIGITS3[frac]
-    _LINE_MS[0], _LINE_MS[1] = ms, start
+def _line_second(secs: int) -> bytes:
+    if len(_LINE_SECONDS) >= 256:
+        _LINE_SECONDS.clear()
+    start = b'{"@timestamp":"' + iso_time(secs * 1_000_000_000)[:-7].encode()
+    _LINE_SECONDS[secs] = start
     return start
 
 
@@ -304,7 +305,7 @@ def event_line(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> byte
     """:func:`event_doc` serialised as one NDJSON line, byte for byte what ``orjson.dumps`` of
     the document gives, without building it: what a flow's lines share (connection, observer,
     tags) is serialised once per flow, the ``event`` block's constant start once per action,
-    the timestamp's text once per millisecond, and the protocol record as it is, with the
+    the timestamp's text once per second, and the protocol record as it is, with the
     direction and anomalies appended to its members."""
     env = ev.envelope
     protocol = env.protocol
@@ -318,8 +319,10 @@ def event_line(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> byte
     head = heads.get(ev.action)
     if head is None:
         head = _event_head(heads, ev.action, protocol)
-    ms, ns = divmod(ts, 1_000_000)
-    start = _LINE_MS[1] if ms == _LINE_MS[0] else _line_start(ms)
+    secs, ns = divmod(ts, 1_000_000_000)
+    start = _LINE_SECONDS.get(secs)
+    if start is None:
+        start = _line_second(secs)
     created = now_iso()
     fields = ev.fields
     direction = _DIRECTIONS.get(env.direction)
@@ -343,7 +346,8 @@ def event_line(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> byte
     return b"".join(
         (
             start,
-            _DIGITS3[ns // 1000],
+            _DIGITS3[ns // 1_000_000],  # the microseconds, in two halves
+            _DIGITS3[ns // 1000 % 1000],
             _AFTER_TIMESTAMP,
             head,
             ids.next_bytes("event", ts, conn.community_id),
