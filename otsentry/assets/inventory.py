@@ -151,12 +151,12 @@ class Inventory:
         seen on a connection with its answer, it cannot teach more, and it returns at once.
         """
         action = event.action
-        rule = _RULES.get(action)
-        if rule is None:
-            return
         conn = event.envelope.conn
         done = self._settled.get(id(conn))
         if done is not None and done[0] is conn and action in done[1]:
+            return  # (only actions with a rule are ever settled)
+        rule = _RULES.get(action)
+        if rule is None:
             return
         found = _client_finding(rule, event)
         if found is not None:
