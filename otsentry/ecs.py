@@ -271,8 +271,8 @@ _AFTER_TIMESTAMP = b'Z",' + _ECS_MEMBER + b',"event":'
 _DIGITS3 = [b"%03d" % n for n in range(1000)]
 #: whole second → the line's start up to the fraction (``{"@timestamp":"2023-11-14T22:13:20.``)
 _LINE_SECONDS: dict[int, bytes] = {}
-#: ``","created":"…"`` for the last line: [now_iso()'s text, the member]
-_CREATED: list[Any] = [None, b""]
+#: ``","created":"…"`` for the last line: (now_iso()'s text, the member)
+_CREATED: tuple[str | None, bytes] = (None, b"")
 _DIRECTIONS = {d: b',"direction":' + orjson.dumps(str(d)) for d in Direction}
 _OUTCOMES: dict[str, bytes] = {}
 
@@ -287,8 +287,9 @@ def _line_second(secs: int) -> bytes:
 
 def _created(text: str) -> bytes:
     """``","created":"…"`` for now_iso()'s text (the same text object for a millisecond)."""
+    global _CREATED
     member = b'","created":' + orjson.dumps(text)
-    _CREATED[0], _CREATED[1] = text, member
+    _CREATED = (text, member)  # one swap: a reader never sees a text with another's member
     return member
 
 
@@ -323,7 +324,7 @@ def event_line(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> byte
     start = _LINE_SECONDS.get(secs)
     if start is None:
         start = _line_second(secs)
-    created = now_iso()
+    created, last = now_iso(), _CREATED
     fields = ev.fields
     direction = _DIRECTIONS.get(env.direction)
     if (
@@ -351,7 +352,7 @@ def event_line(ev: Event, observer: Mapping[str, Any], ids: DocumentIds) -> byte
             _AFTER_TIMESTAMP,
             head,
             ids.next_bytes("event", ts, conn.community_id),
-            _CREATED[1] if created is _CREATED[0] else _created(created),
+            last[1] if created is last[0] else _created(created),
             _outcome(ev.outcome) if ev.outcome else b"",
             b"" if duration is None else b',"duration":' + orjson.dumps(duration, default=str),
             flow,
