@@ -97,7 +97,8 @@ class PcapReader(FileReader):
         numbers = self._numbers
         if numbers is None or FASTPCAP is not None:
             return self._frames()
-        from otsentry.capture.split import share_frames  # split imports decode, and decode this module
+        # imported here: split imports decode, and decode this module
+        from otsentry.capture.split import share_frames
 
         return share_frames(self._frames(), *self._share, numbers.append)
 
