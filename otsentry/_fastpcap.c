@@ -304,17 +304,42 @@ static PyObject *fast_ethernet_ipv4_tcp(PyObject *self, PyObject *arg)
     Py_ssize_t start = 34 + (Py_ssize_t)(doff >> 4) * 4;
     if (start > end)
         start = end;
-    PyObject *key = Py_BuildValue("(y#Hy#Hii)", (const char *)d + 26, (Py_ssize_t)4, be16(d + 34),
-                                  (const char *)d + 30, (Py_ssize_t)4, be16(d + 36), 0, 6);
-    if (key == NULL)
-        return NULL;
-    PyObject *payload = PyBytes_FromStringAndSize((const char *)d + start, end - start);
-    if (payload == NULL) {
-        Py_DECREF(key);
-        return NULL;
+    /* ((src, sport, dst, dport, 0, 6), flags, seq, payload, 0), built item by item:
+     * Py_BuildValue parses its format on every call and doubled the cost */
+    PyObject *key = PyTuple_New(6);
+    PyObject *pkt = PyTuple_New(5);
+    if (key == NULL || pkt == NULL)
+        goto fail;
+    PyObject *items[9] = {
+        PyBytes_FromStringAndSize((const char *)d + 26, 4),
+        PyLong_FromLong(be16(d + 34)),
+        PyBytes_FromStringAndSize((const char *)d + 30, 4),
+        PyLong_FromLong(be16(d + 36)),
+        PyLong_FromLong(0),
+        PyLong_FromLong(6),
+        PyLong_FromLong(d[47]),
+        PyLong_FromUnsignedLong(be32(d + 38)),
+        PyBytes_FromStringAndSize((const char *)d + start, end - start),
+    };
+    for (int i = 0; i < 9; i++) {
+        if (items[i] == NULL) {
+            for (int j = 0; j < 9; j++)
+                Py_XDECREF(items[j]);
+            goto fail;
+        }
     }
-    /* N steals the references */
-    return Py_BuildValue("(NBkNi)", key, d[47], (unsigned long)be32(d + 38), payload, 0);
+    for (int i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(key, i, items[i]);
+    PyTuple_SET_ITEM(pkt, 0, key);
+    PyTuple_SET_ITEM(pkt, 1, items[6]);
+    PyTuple_SET_ITEM(pkt, 2, items[7]);
+    PyTuple_SET_ITEM(pkt, 3, items[8]);
+    PyTuple_SET_ITEM(pkt, 4, PyLong_FromLong(0)); /* a cached small int: cannot fail */
+    return pkt;
+fail:
+    Py_XDECREF(key);
+    Py_XDECREF(pkt);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
