@@ -32,11 +32,11 @@ COPY pyproject.toml setup.py README.md ./
 COPY otsentry ./otsentry
 COPY dissectors ./dissectors
 COPY rules ./rules
-# gcc only to compile the pcap record loop (otsentry/_fastpcap.c), removed in the same layer
+# gcc only to compile the pcap record loop (otsentry/_speedups.c), removed in the same layer
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
  && pip install --no-cache-dir . \
- && python -c "import otsentry._fastpcap" \
+ && python -c "import otsentry._speedups" \
  && apt-get purge -y --auto-remove gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/* /src
 

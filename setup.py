@@ -16,8 +16,8 @@ setup(
     # compiler still succeeds and runs the pure-Python path.
     ext_modules=[
         Extension(
-            "otsentry._fastpcap",
-            ["otsentry/_fastpcap.c"],
+            "otsentry._speedups",
+            ["otsentry/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -4,7 +4,7 @@ For every TCP flow of ``pcaps/*.pcap`` on a dissector's port, the in-order paylo
 both directions (retransmissions dropped) are written in the driver's record format: short
 windows of a conversation, each a seed, into ``fuzz/corpus/<protocol>/``. The reader harness gets
 the capture files themselves, cut to their first records, in ``fuzz/corpus/pcap_readers/``; the
-compiled pcap loop their first records and frames in ``fuzz/corpus/fastpcap/``.
+compiled pcap loop their first records and frames in ``fuzz/corpus/speedups/``.
 
 Run: ``python fuzz/corpus_seed.py`` (from the repository root; rewrites the seed files).
 """
@@ -107,9 +107,9 @@ def capture_seeds(paths: list[Path]) -> list[bytes]:
     return out
 
 
-def fastpcap_seeds(paths: list[Path]) -> list[bytes]:
+def speedups_seeds(paths: list[Path]) -> list[bytes]:
     """Per capture: its first 2 KB of records, and its first frame, behind the two control bytes
-    of ``fastpcap.py`` (Ethernet with 1, 2 and 4 workers; little-endian, microseconds)."""
+    of ``speedups.py`` (Ethernet with 1, 2 and 4 workers; little-endian, microseconds)."""
     out = []
     for path in paths:
         raw = path.read_bytes()
@@ -133,7 +133,7 @@ def main() -> int:
         step = max(1, len(uniq) // MAX_SEEDS)
         print(proto, write(CORPUS / proto, uniq[::step][:MAX_SEEDS]))
     print("pcap_readers", write(CORPUS / "pcap_readers", capture_seeds(paths)))
-    print("fastpcap", write(CORPUS / "fastpcap", fastpcap_seeds(paths)))
+    print("speedups", write(CORPUS / "speedups", speedups_seeds(paths)))
     return 0
 
 

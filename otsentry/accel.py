@@ -1,8 +1,9 @@
 """The optional compiled accelerators.
 
-``otsentry._fastpcap`` (``otsentry/_fastpcap.c``) runs the record loop of classic pcap files and
-the ``--workers`` share test; the Python modules that use it keep a pure-Python path that gives
-the same results. It is built at install time when a C compiler is at hand and used unless
+``otsentry._speedups`` (``otsentry/_speedups.c``) runs the record loop of classic pcap files, the
+``--workers`` share test, the decoder's commonest case and the SHA-1 name-based UUIDs of
+``event.id``; the Python modules that use it keep a pure-Python path that gives the same
+results. It is built at install time when a C compiler is at hand and used unless
 ``OTSENTRY_PURE_PYTHON`` is set to a non-empty value other than ``0``.
 """
 
@@ -16,19 +17,19 @@ def _load() -> ModuleType | None:
     if os.environ.get("OTSENTRY_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from otsentry import _fastpcap
+        from otsentry import _speedups
     except ImportError:
         return None
-    return _fastpcap
+    return _speedups
 
 
-#: the compiled pcap record loop, or None
-FASTPCAP: ModuleType | None = _load()
+#: the compiled module, or None
+SPEEDUPS: ModuleType | None = _load()
 
 
 def describe() -> str:
     """``compiled`` or ``pure Python`` (and why), for ``--version`` and the stats."""
-    if FASTPCAP is not None:
+    if SPEEDUPS is not None:
         return "compiled"
     if os.environ.get("OTSENTRY_PURE_PYTHON", "") not in ("", "0"):
         return "pure Python (OTSENTRY_PURE_PYTHON)"

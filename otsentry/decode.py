@@ -12,7 +12,7 @@ from collections.abc import Callable
 from struct import Struct
 from typing import NamedTuple
 
-from otsentry.accel import FASTPCAP
+from otsentry.accel import SPEEDUPS
 from otsentry.capture.base import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -70,9 +70,9 @@ FlowKey = tuple[bytes, int, bytes, int, int, int]
 #: A decoded packet: (flow key, TCP flags, TCP seq, payload, offset of the MAC header or -1).
 Packet = tuple[FlowKey, int, int, bytes, int]
 
-#: the first case of ``Decoder.decode`` compiled (otsentry/_fastpcap.c), or None
+#: the first case of ``Decoder.decode`` compiled (otsentry/_speedups.c), or None
 _FAST_TCP4: Callable[[bytes], Packet | None] | None = (
-    FASTPCAP.ethernet_ipv4_tcp if FASTPCAP is not None else None
+    SPEEDUPS.ethernet_ipv4_tcp if SPEEDUPS is not None else None
 )
 
 K_SRC, K_SPORT, K_DST, K_DPORT, K_VLAN, K_TRANSPORT = range(6)

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterator
 from struct import Struct
 
-from otsentry.accel import FASTPCAP
+from otsentry.accel import SPEEDUPS
 from otsentry.capture.base import CaptureError, FileReader, FileSource, Frame, SourceError
 
 #: file magic (as stored) → (struct byte order, nanosecond timestamps)
@@ -95,7 +95,7 @@ class PcapReader(FileReader):
             raise RuntimeError(f"{self.path}: a capture reader can be iterated only once")
         self._started = True
         numbers = self._numbers
-        if numbers is None or FASTPCAP is not None:
+        if numbers is None or SPEEDUPS is not None:
             return self._frames()
         # imported here: split imports decode, and decode this module
         from otsentry.capture.split import share_frames
@@ -128,7 +128,7 @@ class PcapReader(FileReader):
         chunk = self._chunk_size
         worker, workers = self._share
         numbers = self._numbers  # set by keep_share; only the compiled loop fills it here
-        scan = FASTPCAP.scan if FASTPCAP is not None else None
+        scan = SPEEDUPS.scan if SPEEDUPS is not None else None
         big_endian = self._big_endian
         number = 0  # records walked (compiled loop)
         buf = b""

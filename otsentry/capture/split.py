@@ -10,7 +10,7 @@ each frame is processed exactly once.
 The classifier runs once per frame in every worker: it reads the link header, at most two VLAN
 tags and the addresses with a few precompiled ``struct`` unpacks, and decodes nothing else. A
 classic pcap file's reader does the same test in its compiled record loop
-(``PcapReader.keep_share``, otsentry/_fastpcap.c) and copies only the frames it keeps.
+(``PcapReader.keep_share``, otsentry/_speedups.c) and copies only the frames it keeps.
 """
 
 from __future__ import annotations

@@ -33,11 +33,11 @@ app.add_typer(spool.app, name="spool")
 
 @app.command("version")
 def version() -> None:
-    """Print the otsentry version (Python's, and whether the pcap loop is compiled) on stdout."""
+    """Print the otsentry version (Python's, and whether the compiled module is in use) on stdout."""
     from otsentry.accel import describe
 
     typer.echo(
-        f"otsentry {__version__} (Python {platform.python_version()}, pcap loop {describe()})"
+        f"otsentry {__version__} (Python {platform.python_version()}, speedups: {describe()})"
     )
 
 

@@ -1,16 +1,18 @@
-"""Fuzz the compiled pcap loop (otsentry/_fastpcap.c) against the Python code it stands in for.
+"""Fuzz the compiled parts (otsentry/_speedups.c) against the Python code they stand in for.
 
 The input's first byte picks a link type and a number of workers, the second the byte order and
-timestamp resolution; the rest is both a frame and a window of pcap records. For each input the
-share test, the first decode case and the record walk must give exactly what the pure-Python
-code gives. Memory errors in the C code show up as crashes; build the extension with
-AddressSanitizer to catch the silent ones (see fuzz/README.md).
+timestamp resolution; the rest is both a frame and a window of pcap records (and, cut where the
+second byte says, the two halves of a uuid5 name). For each input the share test, the first
+decode case, the record walk and the uuid must give exactly what the pure-Python code gives.
+Memory errors in the C code show up as crashes; build the extension with AddressSanitizer to
+catch the silent ones (see fuzz/README.md).
 
-Run: ``python fuzz/fastpcap.py -atheris_runs=1000000``.
+Run: ``python fuzz/speedups.py -atheris_runs=1000000``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 
@@ -18,14 +20,14 @@ import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     import otsentry.decode as decode_module
-    from otsentry.accel import FASTPCAP
+    from otsentry.accel import SPEEDUPS
     from otsentry.capture.pcap import MAX_CAPLEN
     from otsentry.capture.split import host_pair_hash, share_of
     from otsentry.decode import Decoder
 
-if FASTPCAP is None:
-    sys.exit("otsentry._fastpcap is not built (or OTSENTRY_PURE_PYTHON is set)")
-FAST = FASTPCAP
+if SPEEDUPS is None:
+    sys.exit("otsentry._speedups is not built (or OTSENTRY_PURE_PYTHON is set)")
+FAST = SPEEDUPS
 LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276)
 
 
@@ -91,6 +93,12 @@ def test_one_input(data: bytes) -> None:
     want_scan = python_scan(body, order, frac_ns, linktype, worker, workers)
     if (frames, numbers, pos, number) != want_scan:
         raise AssertionError("scan differs from the Python record walk")
+
+    cut = data[1] % (len(body) + 1)
+    h = hashlib.sha1(body).hexdigest()
+    want_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{(int(h[16], 16) & 3) | 8:x}{h[17:20]}-{h[20:32]}"
+    if FAST.uuid5(body[:cut], body[cut:]).decode() != want_id:
+        raise AssertionError("uuid5 differs from hashlib's SHA-1")
 
 
 if __name__ == "__main__":

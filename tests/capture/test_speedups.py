@@ -1,18 +1,21 @@
-"""The compiled pcap record loop and share test against their pure-Python equivalents.
+"""The compiled parts (``otsentry._speedups``) against their pure-Python equivalents.
 
-``otsentry._fastpcap`` must give exactly the frames, numbers, shares and errors of the Python
-code it stands in for: on the lab captures, on generated captures of every byte order and
-timestamp resolution, read in windows of every size, and on arbitrary bytes.
+They must give exactly the frames, numbers, shares, packets, errors and ids of the Python code
+they stand in for: on the lab captures, on generated captures of every byte order and timestamp
+resolution read in windows of every size, on frames at every boundary, and on arbitrary bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import os
 import struct
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,22 +24,24 @@ from hypothesis import strategies as st
 
 import otsentry.capture.pcap as pcap_module
 import otsentry.decode as decode_module
+import otsentry.ecs as ecs_module
 from otsentry import accel
 from otsentry.capture import CaptureError, Frame, PcapReader
 from otsentry.capture.split import host_pair_hash, numbered_share, share_of
 from otsentry.decode import Decoder
+from otsentry.ecs import DocumentIds
 from tests.conftest import LAB_PCAPS
 
-FAST = accel.FASTPCAP
-needs_fast = pytest.mark.skipif(FAST is None, reason="otsentry._fastpcap is not built")
+FAST = accel.SPEEDUPS
+needs_fast = pytest.mark.skipif(FAST is None, reason="otsentry._speedups is not built")
 
 LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 147)
 
 
 def read(path: Path, *, compiled: bool, share: tuple[int, int] | None = None, chunk: int = 1 << 20):
     """(frames, numbers or None, error text or None) of one pass over ``path``."""
-    saved = pcap_module.FASTPCAP
-    pcap_module.FASTPCAP = FAST if compiled else None
+    saved = pcap_module.SPEEDUPS
+    pcap_module.SPEEDUPS = FAST if compiled else None
     try:
         reader = PcapReader(str(path), chunk_size=chunk)
         numbers = reader.keep_share(*share) if share else None
@@ -52,7 +57,7 @@ def read(path: Path, *, compiled: bool, share: tuple[int, int] | None = None, ch
             error = str(err)
         return frames, (kept if numbers is not None else None), error
     finally:
-        pcap_module.FASTPCAP = saved
+        pcap_module.SPEEDUPS = saved
 
 
 @needs_fast
@@ -190,12 +195,12 @@ def test_bad_arguments_are_refused() -> None:
 def test_pure_python_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTSENTRY_PURE_PYTHON", "1")
     assert accel._load() is None
-    monkeypatch.setattr(accel, "FASTPCAP", None)
+    monkeypatch.setattr(accel, "SPEEDUPS", None)
     assert accel.describe() == "pure Python (OTSENTRY_PURE_PYTHON)"
     monkeypatch.setenv("OTSENTRY_PURE_PYTHON", "0")
     assert (accel._load() is None) == (FAST is None)
     assert accel.describe() == "pure Python (extension not built)"
-    monkeypatch.setattr(accel, "FASTPCAP", FAST)
+    monkeypatch.setattr(accel, "SPEEDUPS", FAST)
     assert accel.describe() == (
         "compiled" if FAST is not None else "pure Python (extension not built)"
     )
@@ -310,3 +315,41 @@ def test_replay_gives_the_same_events_either_way(tmp_path: Path, extra: tuple[st
     compiled = _replay(tmp_path, "c", False, *extra)
     assert len(compiled) > 100
     assert compiled == _replay(tmp_path, "p", True, *extra)
+
+
+@needs_fast
+@settings(max_examples=2000, deadline=None)
+@given(head=st.binary(max_size=300), tail=st.binary(max_size=300))
+def test_uuid5_is_uuid5(head: bytes, tail: bytes) -> None:
+    """Every length around the 55/56/64-byte padding edges of SHA-1, and beyond one block."""
+    assert FAST is not None
+    namespace, name = (head + tail)[:16], (head + tail)[16:]
+    got = FAST.uuid5(head, tail).decode()
+    with contextlib.suppress(UnicodeDecodeError):  # uuid5 takes a str and hashes its UTF-8
+        if len(namespace) == 16:
+            assert got == str(uuid.uuid5(uuid.UUID(bytes=namespace), name.decode()))
+    assert got == _python_uuid5(head + tail)
+
+
+def _python_uuid5(data: bytes) -> str:
+    h = hashlib.sha1(data).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{(int(h[16], 16) & 3) | 8:x}{h[17:20]}-{h[20:32]}"
+
+
+@needs_fast
+def test_uuid5_at_every_length_to_three_blocks() -> None:
+    assert FAST is not None
+    for n in range(200):
+        data = bytes(range(256))[:n] if n < 256 else b""
+        for cut in {0, n // 2, n}:
+            assert FAST.uuid5(data[:cut], data[cut:]).decode() == _python_uuid5(data)
+
+
+@needs_fast
+def test_document_ids_are_the_same_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = [("event", 1_700_000_000_123_456_789, "1:abc="), ("alert", 0, ""), ("asset", 5, "é")]
+    compiled = DocumentIds("sensor-ü")
+    want = [compiled.next(*c) for c in calls]
+    monkeypatch.setattr(ecs_module, "_UUID5", None)
+    python = DocumentIds("sensor-ü")
+    assert [python.next(*c) for c in calls] == want

@@ -1,4 +1,4 @@
-"""Types of the compiled pcap record loop (otsentry/_fastpcap.c)."""
+"""Types of the compiled pcap record loop (otsentry/_speedups.c)."""
 
 def scan(
     buf: bytes,
@@ -18,3 +18,4 @@ def share(linktype: int, data: bytes, workers: int, /) -> int: ...
 def ethernet_ipv4_tcp(
     data: bytes, /
 ) -> tuple[tuple[bytes, int, bytes, int, int, int], int, int, bytes, int] | None: ...
+def uuid5(head: bytes, tail: bytes, /) -> bytes: ...
