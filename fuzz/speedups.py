@@ -56,12 +56,12 @@ def python_scan(
 def decode_both(data: bytes) -> tuple[object, object]:
     """Decoder.decode of an Ethernet frame with the compiled first case and without."""
     compiled = Decoder().decode(1, data, 0)
-    saved = decode_module._FAST_TCP4
-    decode_module._FAST_TCP4 = None
+    saved = decode_module.FAST_TCP4
+    decode_module.FAST_TCP4 = None
     try:
         python = Decoder().decode(1, data, 0)
     finally:
-        decode_module._FAST_TCP4 = saved
+        decode_module.FAST_TCP4 = saved
     return compiled, python
 
 

@@ -70,8 +70,9 @@ FlowKey = tuple[bytes, int, bytes, int, int, int]
 #: A decoded packet: (flow key, TCP flags, TCP seq, payload, offset of the MAC header or -1).
 Packet = tuple[FlowKey, int, int, bytes, int]
 
-#: the first case of ``Decoder.decode`` compiled (otsentry/_speedups.c), or None
-_FAST_TCP4: Callable[[bytes], Packet | None] | None = (
+#: the first case of ``Decoder.decode`` compiled (otsentry/_speedups.c), or None: for a frame of
+#: link type Ethernet, the packet that ``decode`` would give, or None when ``decode`` must look
+FAST_TCP4: Callable[[bytes], Packet | None] | None = (
     SPEEDUPS.ethernet_ipv4_tcp if SPEEDUPS is not None else None
 )
 
@@ -142,8 +143,8 @@ class Decoder:
         n = len(data)
         if linktype == LINKTYPE_ETHERNET and n >= 54:
             # the commonest frame: untagged Ethernet, IPv4 without options, TCP, in one unpack
-            if _FAST_TCP4 is not None:
-                pkt = _FAST_TCP4(data)  # the same, compiled
+            if FAST_TCP4 is not None:
+                pkt = FAST_TCP4(data)  # the same, compiled
                 if pkt is not None:
                     return pkt
             else:

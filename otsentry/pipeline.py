@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from otsentry import __version__
+from otsentry import decode as decoding
 from otsentry.assets.inventory import Inventory
 from otsentry.capture.base import Frame
 from otsentry.config import Config, DecodeAs
@@ -249,6 +250,7 @@ class Pipeline:
         frame leaves it unseen) the alert windows and evidence captures are ticked and
         ``progress`` is called."""
         decode = self.decoder.decode
+        fast = decoding.FAST_TCP4 if type(self.decoder) is decoding.Decoder else None
         table = self.table
         packet = table.packet
         evidence = self.evidence
@@ -276,7 +278,10 @@ class Pipeline:
                         first = ts
                     packets += 1
                     nbytes += len(data)
-                    pkt = decode(linktype, data, ts)
+                    # the commonest frame without the call of decode (the same packet)
+                    pkt = fast(data) if fast is not None and linktype == 1 else None
+                    if pkt is None:
+                        pkt = decode(linktype, data, ts)
                     mark(pkt and pkt[0])
                     if pkt is not None:
                         table.frame = number

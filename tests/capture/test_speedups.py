@@ -208,14 +208,14 @@ def test_pure_python_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatc
 
 def decode_all(frames: list[Frame], *, compiled: bool) -> list[object]:
     """Every frame through a fresh Decoder, and its error counters at the end."""
-    saved = decode_module._FAST_TCP4
-    decode_module._FAST_TCP4 = FAST.ethernet_ipv4_tcp if compiled and FAST else None
+    saved = decode_module.FAST_TCP4
+    decode_module.FAST_TCP4 = FAST.ethernet_ipv4_tcp if compiled and FAST else None
     try:
         decoder = Decoder()
         out: list[object] = [decoder.decode(lt, data, ts) for ts, lt, data in frames]
         return [*out, dict(decoder.errors), dict(decoder.other)]
     finally:
-        decode_module._FAST_TCP4 = saved
+        decode_module.FAST_TCP4 = saved
 
 
 @needs_fast
