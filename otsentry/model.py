@@ -1,9 +1,9 @@
 """Values that flow through the pipeline: connection identity, events, alerts, assets.
 
-All slotted; all frozen except ``Envelope`` and ``Event``, which are made several hundred
-thousand times a second and are plain slotted classes (a frozen dataclass costs five times as
-much to build): treat them as read-only once emitted. Times are integer nanoseconds since the
-epoch (packet time).
+All slotted; all frozen except ``Conn``, ``Envelope`` and ``Event``, which are made once per
+flow or several hundred thousand times a second and are not frozen (a frozen dataclass costs
+four to five times as much to build): treat them as read-only once emitted. Times are integer
+nanoseconds since the epoch (packet time).
 """
 
 from __future__ import annotations
@@ -22,9 +22,14 @@ class Direction(StrEnum):
     TRANSACTION = "transaction"  # request and response paired in one record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Conn:
-    """A flow's identity, shared by every event of the flow (the envelope minus time)."""
+    """A flow's identity, shared by every event of the flow (the envelope minus time).
+
+    Read-only once built, compared and hashed by value as if frozen; not frozen because a frozen
+    dataclass sets every field through ``object.__setattr__`` and costs four times as much to
+    build, and one is built per flow.
+    """
 
     community_id: str
     transport: str  # "tcp" | "udp"
