@@ -108,7 +108,6 @@ ICS_PORTS: dict[int, str] = {
 }
 
 _OUTCOMES = {"established": "success", "rejected": "failure", "unanswered": "failure"}
-_TRANSPORTS = {TCP: "tcp", 17: "udp"}
 _ZERO_MAC = bytes(6)
 _BROADCAST_MAC = b"\xff" * 6
 
@@ -223,28 +222,39 @@ class NetworkEvents:
         self.flow_starts += 1
         if flow.protocol:
             self._candidate(flow)
-        self.emit(Event(Envelope(flow.first_ts, conn_of(flow), PROTOCOL), FLOW_START, _flow(flow)))
+        conn = conn_of(flow)
+        self.emit(Event(Envelope(flow.first_ts, conn, PROTOCOL), FLOW_START, _flow(flow, conn)))
 
     def flow_end(self, flow: Flow) -> None:
         """``flow`` left the flow table (``state`` and ``end_reason`` are final)."""
         state = flow.state
         self.flow_ends[state] += 1
-        if flow.protocol:
+        protocol = flow.protocol
+        if protocol:
             where = (flow.segment, flow.vlan, flow.server_ip)
             if self._candidates.get(where) is flow:
                 del self._candidates[where]
             if _answered(flow):
-                self._serves(where, flow.protocol)
-        fields = _flow(flow)
-        fields["state"] = state
-        fields["reason"] = flow.end_reason
-        fields["packets_to_server"] = flow.packets_c
-        fields["packets_to_client"] = flow.packets_s
-        fields["bytes_to_server"] = flow.bytes_c
-        fields["bytes_to_client"] = flow.bytes_s
+                self._serves(where, protocol)
+        conn = conn_of(flow)
         duration = flow.last_ts - flow.first_ts
-        fields["duration"] = round(duration / 1e9, 6)
-        envelope = Envelope(flow.end_ts or flow.last_ts, conn_of(flow), PROTOCOL)
+        fields = {  # the keys of ``_flow``, then the end's
+            "transport": conn.transport,
+            "server_port": conn.server_port,
+            "protocol": protocol,
+            "ics_service": ICS_PORTS.get(conn.server_port, ""),
+            "roles_from": conn.roles_from,
+            "syn": flow.syn,
+            "vlan": conn.vlan,
+            "state": state,
+            "reason": flow.end_reason,
+            "packets_to_server": flow.packets_c,
+            "packets_to_client": flow.packets_s,
+            "bytes_to_server": flow.bytes_c,
+            "bytes_to_client": flow.bytes_s,
+            "duration": round(duration / 1e9, 6),
+        }
+        envelope = Envelope(flow.end_ts or flow.last_ts, conn, PROTOCOL)
         self.emit(Event(envelope, FLOW_END, fields, (), _OUTCOMES.get(state, "unknown"), duration))
 
     def _candidate(self, flow: Flow) -> None:
@@ -436,14 +446,15 @@ def _answered(flow: Flow) -> bool:
     return flow.packets_s > (1 if flow.rst_s else 0)
 
 
-def _flow(flow: Flow) -> dict[str, Any]:
-    """The fields flow-start and flow-end events share."""
+def _flow(flow: Flow, conn: Conn) -> dict[str, Any]:
+    """The fields flow-start and flow-end events share (the flow's ``Conn`` has transport,
+    server port, roles and outer vlan in the events' form already)."""
     return {
-        "transport": _TRANSPORTS.get(flow.transport, "ip"),
-        "server_port": flow.server_port,
+        "transport": conn.transport,
+        "server_port": conn.server_port,
         "protocol": flow.protocol,
-        "ics_service": ICS_PORTS.get(flow.server_port, ""),
-        "roles_from": flow.roles_from,
+        "ics_service": ICS_PORTS.get(conn.server_port, ""),
+        "roles_from": conn.roles_from,
         "syn": flow.syn,
-        "vlan": vlan_ids(flow.vlan)[0],
+        "vlan": conn.vlan,
     }

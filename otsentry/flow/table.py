@@ -12,7 +12,7 @@ A flow that leaves the table knows why (``Flow.end_reason``) and how far its TCP
 from __future__ import annotations
 
 import socket
-from base64 import b64encode
+from binascii import b2a_base64
 from collections import Counter
 from collections.abc import Callable
 from hashlib import sha1
@@ -41,7 +41,7 @@ def community_id(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> 
     if src > dst or (src == dst and sport > dport):
         src, dst, sport, dport = dst, src, dport, sport
     digest = sha1(b"\x00\x00" + src + dst + _CID_TAIL.pack(proto, sport, dport)).digest()
-    return "1:" + b64encode(digest).decode()
+    return "1:" + b2a_base64(digest, newline=False).decode()
 
 
 def mac_text(raw: bytes | None) -> str | None:
@@ -296,7 +296,8 @@ class FlowTable:
 
     # -- flow lifecycle ---------------------------------------------------------------------
     def _create(self, pkt: Packet, ts: int, frame: bytes) -> tuple[Flow, bool]:
-        (src, sport, dst, dport, vlan, transport), flags, _seq, _payload, macoff = pkt
+        key, flags, _seq, _payload, macoff = pkt
+        src, sport, dst, dport, vlan, transport = key
         if len(self.flows) >= 2 * self.max_flows:
             self._make_room(ts)
         ports = self.tcp_ports if transport == TCP else self.udp_ports
@@ -307,6 +308,7 @@ class FlowTable:
         flow.first_ts = flow.last_ts = ts
         smac = frame[macoff + 6 : macoff + 12] if macoff >= 0 else None
         dmac = frame[macoff : macoff + 6] if macoff >= 0 else None
+        # the packet's key is one of the flow's two: kept, the other one built
         if fc:
             flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = (
                 src,
@@ -315,6 +317,7 @@ class FlowTable:
                 dport,
             )
             flow.client_mac, flow.server_mac = smac, dmac
+            key_c, key_s = key, (dst, dport, src, sport, vlan, transport)
         else:
             flow.client_ip, flow.client_port, flow.server_ip, flow.server_port = (
                 dst,
@@ -323,25 +326,10 @@ class FlowTable:
                 sport,
             )
             flow.client_mac, flow.server_mac = dmac, smac
+            key_c, key_s = (dst, dport, src, sport, vlan, transport), key
         flow.roles_from = roles_from
         flow.syn = fc and transport == TCP and flags & (SYN | ACK) == SYN
         flow.segment = self.segment_for(ip_text(flow.server_ip), vlan_ids(vlan)[0])
-        key_c = (
-            flow.client_ip,
-            flow.client_port,
-            flow.server_ip,
-            flow.server_port,
-            vlan,
-            transport,
-        )
-        key_s = (
-            flow.server_ip,
-            flow.server_port,
-            flow.client_ip,
-            flow.client_port,
-            vlan,
-            transport,
-        )
         flow.key_c, flow.key_s = key_c, key_s
         self.flows[key_c] = (flow, True)
         self.flows[key_s] = (flow, False)
@@ -526,21 +514,25 @@ def conn_of(flow: Flow) -> Conn:
 
 
 def _make_conn(flow: Flow) -> Conn:
-    cid = community_id(
-        flow.client_ip, flow.server_ip, flow.client_port, flow.server_port, flow.transport
+    transport = flow.transport
+    client_ip, client_port, server_ip, server_port = (
+        flow.client_ip,
+        flow.client_port,
+        flow.server_ip,
+        flow.server_port,
     )
     outer, inner = vlan_ids(flow.vlan)
-    return Conn(
-        community_id=cid,
-        transport="tcp" if flow.transport == TCP else "udp" if flow.transport == UDP else "ip",
-        client_ip=ip_text(flow.client_ip),
-        client_port=flow.client_port,
-        server_ip=ip_text(flow.server_ip),
-        server_port=flow.server_port,
-        client_mac=mac_text(flow.client_mac),
-        server_mac=mac_text(flow.server_mac),
-        vlan=outer,
-        inner_vlan=inner,
-        segment=flow.segment,
-        roles_from=flow.roles_from,
+    return Conn(  # positional (faster), in the order of Conn's fields
+        community_id(client_ip, server_ip, client_port, server_port, transport),
+        "tcp" if transport == TCP else "udp" if transport == UDP else "ip",
+        ip_text(client_ip),
+        client_port,
+        ip_text(server_ip),
+        server_port,
+        mac_text(flow.client_mac),
+        mac_text(flow.server_mac),
+        outer,
+        inner,
+        flow.segment,
+        flow.roles_from,
     )
