@@ -86,6 +86,8 @@ GENERIC_FEATURES: Final[tuple[str, ...]] = (
 OPTIONAL_FEATURES: Final[frozenset[str]] = frozenset({"gap_mean_ms", "gap_std_ms", "gap_max_ms"})
 
 NETWORK: Final = "network"
+#: a time no packet reaches
+_NEVER: Final = float("inf")
 FLOW_START: Final = "network-flow-start"
 FLOW_END: Final = "network-flow-end"
 
@@ -227,7 +229,9 @@ class WindowExtractor:
         #: community id → flow-start events whose protocol was not known yet
         self._pending: OrderedDict[str, Event] = OrderedDict()
         self.origin: int | None = None
-        self.clock: int | None = None
+        #: the packet time at which the next window closes (set once ``origin`` is; computed
+        #: when ``_low`` moves, so that most events only compare their time with it)
+        self._due: float = _NEVER
         self._links: OrderedDict[LinkKey, _Link] = OrderedDict()
         self._open = 0
         #: window index → the links with a window open at it (closing looks only here)
@@ -243,21 +247,22 @@ class WindowExtractor:
     # -- input ------------------------------------------------------------------------------
     def add(self, event: Event) -> list[WindowVector]:
         """Count ``event`` into its link's window; return windows that closed meanwhile."""
-        self.stats.events += 1
+        stats = self.stats
+        stats.events += 1
         key = link_of(event)
         ts = event.envelope.ts
         if key is None:
-            self.stats.ignored += 1
+            stats.ignored += 1
             return self.advance(ts)
         if self.origin is None:
             self.origin = ts
-            self.clock = ts
-        closed = self.advance(ts)
+            self._due = ts + self.grace_ns + self.window_ns
+        closed = self.advance(ts) if ts >= self._due else []
         if event.action == FLOW_START and not _flow_service(event.fields):
             self._defer(event, ts, closed)
             return closed
-        window = self._window_for(key, ts, closed)
-        self._count(window, self._links[key], event, ts)
+        window, link = self._window_for(key, ts, closed)
+        self._count(window, link, event, ts)
         if self._pending:
             start = self._pending.pop(event.envelope.conn.community_id, None)
             if start is not None:  # the flow's start, counted where its protocol is known
@@ -274,19 +279,18 @@ class WindowExtractor:
             self.stats.pending_evicted += 1
             key = link_of(oldest)
             if key is not None:
-                self._count(self._window_for(key, ts, closed), self._links[key], oldest, ts)
+                self._count(*self._window_for(key, ts, closed), oldest, ts)
 
     def advance(self, ts: int) -> list[WindowVector]:
         """Packet time reached ``ts``: close the windows it has passed (with the grace)."""
-        if self.clock is None or ts <= self.clock:
+        if ts < self._due:  # also when there is no origin yet
             return []
-        self.clock = ts
         assert self.origin is not None
-        # windows whose end + grace <= ts close: index < (ts - grace - origin) // W
+        # windows whose end + grace <= ts close: index < (ts - grace - origin) // W; ``_due``
+        # is the first time at which that is more than ``_low``
         first_open = (ts - self.grace_ns - self.origin) // self.window_ns
-        if first_open <= self._low:
-            return []
         self._low = first_open
+        self._due = self.origin + self.grace_ns + (first_open + 1) * self.window_ns
         return self._close_before(first_open)
 
     def flush(self) -> list[WindowVector]:
@@ -306,11 +310,15 @@ class WindowExtractor:
         self.flush()
         self._links.clear()
         self._pending.clear()
-        self.origin = self.clock = None
+        self.origin = None
+        self._due = _NEVER
         self._low = 0
 
     # -- windows ----------------------------------------------------------------------------
-    def _window_for(self, key: LinkKey, ts: int, closed: list[WindowVector]) -> _Window:
+    def _window_for(
+        self, key: LinkKey, ts: int, closed: list[WindowVector]
+    ) -> tuple[_Window, _Link]:
+        """The window ``key``'s event at ``ts`` counts in, and the link."""
         assert self.origin is not None
         links = self._links
         link = links.get(key)
@@ -320,7 +328,9 @@ class WindowExtractor:
                 self._evict_link(closed)
         else:
             links.move_to_end(key)
-        index = max(0, (ts - self.origin) // self.window_ns)
+        index = (ts - self.origin) // self.window_ns
+        if index < 0:
+            index = 0
         if index < self._low:  # its window has closed: the newest open one takes it
             self.stats.late += 1
             index = max(link.windows) if link.windows else self._low
@@ -335,7 +345,7 @@ class WindowExtractor:
                 at.add(key)
             if self._open > self.max_open:
                 self._force_oldest(closed, keep=(key, index))
-        return window
+        return window, link
 
     def _close_before(self, index: int) -> list[WindowVector]:
         at = self._at
@@ -457,22 +467,36 @@ class WindowExtractor:
         fields = event.fields
         w.items += _items(fields)
         # units and addresses: a Modbus request's from its fields, others' from their records
+        # (what a window has seen already is passed over without calling ``_remember``)
         unit = fields.get("unit_id")
         address = fields.get("address")
         if unit is not None:
-            self._remember(w.units, ("unit", unit))
+            units = w.units
+            unit_key = ("unit", unit)
+            if unit_key not in units:
+                self._remember(units, unit_key)
         if isinstance(address, int):
-            self._remember(w.addresses, ("modbus", unit, fields.get("function_code"), address))
+            addresses = w.addresses
+            address_key = ("modbus", unit, fields.get("function_code"), address)
+            if address_key not in addresses:
+                self._remember(addresses, address_key)
         if not _RECORD_KEYS.isdisjoint(fields):
-            for record in _records(fields.get("items")):
-                if "area" in record:
-                    self._remember(w.units, ("area", record.get("area"), record.get("db")))
-            for address in _record_addresses(fields):
-                self._remember(w.addresses, address)
+            self._count_records(w, fields)
+
+    def _count_records(self, w: _Window, fields: Mapping[str, Any]) -> None:
+        """The units and addresses of an event's records (see ``_record_addresses``)."""
+        units, addresses = w.units, w.addresses
+        for record in _records(fields.get("items")):
+            if "area" in record:
+                unit_key = ("area", record.get("area"), record.get("db"))
+                if unit_key not in units:
+                    self._remember(units, unit_key)
+        for address_key in _record_addresses(fields):
+            if address_key not in addresses:
+                self._remember(addresses, address_key)
 
     def _remember(self, seen: set[Any], item: Any) -> None:
-        if item in seen:
-            return
+        """Add ``item`` (not in ``seen``) unless the window is full."""
         if len(seen) < self.max_distinct:
             seen.add(item)
         else:

@@ -205,7 +205,8 @@ class ModelAspect(Aspect):
         """Score the windows packet time has passed."""
         if self.model is None:
             return []
-        return self._score(self.extractor.advance(ts))
+        closed = self.extractor.advance(ts)
+        return self._score(closed) if closed else []
 
     def finish(self, ts: int) -> list[Deviation]:
         """Score what ``ts`` closes; windows still open are incomplete and not scored. The
