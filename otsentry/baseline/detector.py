@@ -96,9 +96,14 @@ class Detector:
         self._last_ts = 0
         self._attack = attack_ics()
         self._techniques: dict[tuple[str, ...], tuple[Technique, ...]] = {}
-        #: the aspects with time-based checks (most have none), in baseline and aspect order
+        #: segment → protocol → the ``check`` of each aspect that wants it (``route``'s order)
+        self._checks: dict[str, dict[str, tuple[Callable[[Event], list[Deviation]], ...]]] = {
+            name: {} for name in self.baselines
+        }
+        #: the ``tick`` of the aspects with time-based checks (most have none), in baseline and
+        #: aspect order
         self._tickers = [
-            (baseline, aspect)
+            (baseline, aspect.tick)
             for baseline in self.baselines.values()
             for aspect in baseline.aspects.values()
             if type(aspect).tick is not Aspect.tick
@@ -115,25 +120,37 @@ class Detector:
             self._last_ts = ts
         # alerts whose windows the tick closed go out with this event's
         ready = self.tick(ts) if ts >= self._next_tick else None
-        baseline = self.baselines.get(env.conn.segment)
-        if baseline is None:
+        segment = env.conn.segment
+        routes = self._checks.get(segment)
+        if routes is None:
             stats.events_without_baseline += 1
             if len(stats.segments_without_baseline) < 1_024:
-                stats.segments_without_baseline.add(env.conn.segment)
+                stats.segments_without_baseline.add(segment)
         else:
-            for aspect in baseline.route(env.protocol):
-                found = aspect.check(event)
+            checks = routes.get(env.protocol)
+            if checks is None:
+                checks = routes[env.protocol] = tuple(
+                    a.check for a in self.baselines[segment].route(env.protocol)
+                )
+            for check in checks:
+                found = check(event)
                 if found:
+                    baseline = self.baselines[segment]
                     for dev in found:
                         self._add(dev, baseline, ts)
-        return ready + self._take() if ready else self._take()
+        if self._ready:
+            out, self._ready = self._ready, []
+            return ready + out if ready else out
+        return ready or []
 
     def tick(self, ts: int) -> list[Alert]:
         """Time-based checks and closing windows at packet time ``ts``."""
         self._next_tick = ts + TICK_NS
-        for baseline, aspect in self._tickers:
-            for dev in aspect.tick(ts):
-                self._add(dev, baseline, ts)
+        for baseline, tick in self._tickers:
+            found = tick(ts)
+            if found:
+                for dev in found:
+                    self._add(dev, baseline, ts)
         self._close(ts)
         return self._take()
 
