@@ -306,8 +306,16 @@ class AddressesAspect(Aspect):
             quantity = 1
         unit = f.get("unit_id")
         conn = env.conn
-        key = (conn.client_ip, conn.server_ip, "modbus", unit if isinstance(unit, int) else -1)
-        ranges = self.ranges.get((*key, found[0], found[1]))
+        table, op = found
+        key = (
+            conn.client_ip,
+            conn.server_ip,
+            "modbus",
+            unit if isinstance(unit, int) else -1,
+            table,
+            op,
+        )
+        ranges = self.ranges.get(key)
         return ranges is not None and ranges.covers(address, address + quantity - 1)
 
     def _check_accesses(self, event: Event) -> list[Deviation]:

@@ -78,10 +78,16 @@ def function_of(event: Event) -> tuple[int, str, str] | None:
 
 
 def _known_key(event: Event) -> FunctionKey | None:
-    """``key_of``'s key for a Modbus request without building its name (None: ask
+    """``key_of``'s key for a Modbus or S7comm request without building its name (None: ask
     ``key_of``): the common case of a known function, checked cheaply."""
     env = event.envelope
-    if env.protocol != "modbus" or env.direction == "response":
+    if env.direction == "response":
+        return None
+    protocol = env.protocol
+    if protocol == "s7comm":
+        conn = env.conn
+        return (conn.client_ip, conn.server_ip, protocol, -1, event.action.removeprefix("s7comm-"))
+    if protocol != "modbus":
         return None
     f = event.fields
     fc = f.get("function_code")

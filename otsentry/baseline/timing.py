@@ -108,13 +108,22 @@ def cycle_key(event: Event, interval: float | None = None) -> Key | None:
     sig: tuple[tuple[str, Any], ...]
     if protocol == "modbus":
         sub = f.get("sub_function")
-        sig = (
-            ("address", f.get("address")),
-            ("function", f.get("function")),
-            ("quantity", f.get("quantity")),
-            *((("sub_function", sub),) if sub is not None else ()),
-            ("unit", f.get("unit_id")),
-        )
+        address, function, quantity = f.get("address"), f.get("function"), f.get("quantity")
+        if sub is None:  # the common case, built as one tuple (no unpacking through a list)
+            sig = (
+                ("address", address),
+                ("function", function),
+                ("quantity", quantity),
+                ("unit", f.get("unit_id")),
+            )
+        else:
+            sig = (
+                ("address", address),
+                ("function", function),
+                ("quantity", quantity),
+                ("sub_function", sub),
+                ("unit", f.get("unit_id")),
+            )
     elif protocol == "s7comm":
         action = event.action
         if action in ("s7comm-read-var", "s7comm-write-var"):
