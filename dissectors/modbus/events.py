@@ -28,7 +28,7 @@ _IDENTITY_OBJECTS = {
     "user_application_name": "application",
 }
 #: function codes whose request and response share keys of different meaning
-_MERGED_BY_KEY = frozenset((20, 21, 23, 90))
+MERGED_BY_KEY = frozenset((20, 21, 23, 90))
 #: function codes whose responses may identify the device
 _IDENTITY_FUNCTIONS = frozenset((17, 43))
 #: response keys that would overwrite request keys of another meaning in a merged record
@@ -62,7 +62,7 @@ def transaction(
 ) -> Event:
     """A request and its response as one event; values of reads come from the response."""
     req_code = req["function_code"]
-    if resp["function_code"] == req_code and req_code not in _MERGED_BY_KEY and "data" not in resp:
+    if resp["function_code"] == req_code and req_code not in MERGED_BY_KEY and "data" not in resp:
         # the common case: the response adds values (reads) or echoes the request (writes)
         fields = req | resp
     else:

@@ -32,7 +32,8 @@ U16X2 = Struct(">HH")
 U16X3 = Struct(">HHH")
 U16X4 = Struct(">HHHH")
 _REGS: dict[int, Struct] = {n: Struct(f">{n}H") for n in range(126)}
-_BITS = [tuple(bool(b >> i & 1) for i in range(8)) for b in range(256)]
+#: each byte value as its eight coils, least significant bit first
+BITS = [tuple(bool(b >> i & 1) for i in range(8)) for b in range(256)]
 
 NONE: Anomalies = ()
 INVALID_LENGTH: Anomalies = ("modbus.invalid_length",)
@@ -58,7 +59,7 @@ def coils(data: Buffer, off: int, nbytes: int, count: int) -> list[bool]:
     """``count`` bits (least significant bit of the first byte first) from ``nbytes`` bytes."""
     out: list[bool] = []
     for b in data[off : off + nbytes]:
-        out.extend(_BITS[b])
+        out.extend(BITS[b])
     del out[count:]
     return out
 

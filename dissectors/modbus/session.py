@@ -11,6 +11,7 @@ from otsentry.model import Direction, Envelope, Event
 from . import events
 from .constants import (
     EXCEPTION_BIT,
+    EXCEPTIONS,
     FUNCTIONS,
     KNOWN_FUNCTIONS,
     KNOWN_RESPONSE_FUNCTIONS,
@@ -20,8 +21,9 @@ from .constants import (
     USER_DEFINED_FUNCTIONS,
     function_name,
 )
-from .events import ACTIONS, PROTOCOL
+from .events import ACTIONS, MERGED_BY_KEY, PROTOCOL
 from .grammar import (
+    BITS,
     INVALID_QUANTITY,
     MBAP,
     QUANTITY_LIMITS,
@@ -45,6 +47,8 @@ Record = dict[str, Any]
 Pending = tuple[Record, tuple[str, ...], int, int]
 
 _MBAP = MBAP.unpack_from
+#: the MBAP header and the function code
+_MBAP_FC = Struct(">HHHBB").unpack_from
 _U16X2 = U16X2.unpack_from
 #: unpackers of 0-125 registers (a response's byte count is checked against its quantity first)
 _REGISTERS = [Struct(f">{n}H").unpack_from for n in range(126)]
@@ -59,7 +63,12 @@ _INVALID_LENGTH = ("modbus.invalid_length",)
 _UNSOLICITED = ("modbus.unsolicited_response",)
 _FLOODED = ("modbus.flooded",)
 _NON_MODBUS = ("modbus.non_modbus_payload",)
-_PDU_BATCH = 256  # PDUs counted locally before the flow's counter is updated
+_PDU_BATCH = 256
+#: the largest quantity of a read request by function code (1-4)
+_READ_LIMITS = (
+    0,
+    *(QUANTITY_LIMITS[fc] for fc in range(1, 5)),
+)  # PDUs counted locally before the flow's counter is updated
 
 
 def _record(tid: int, unit: int, code: int) -> Record:
@@ -129,89 +138,109 @@ class ModbusSession:
         pid: int
         length: int
         unit: int
-        tid, pid, length, unit = _MBAP(data, start)
-        fc = data[start + MBAP_LEN]
-        anomalies: tuple[str, ...] = ()
-        if pid or not 2 <= length <= MAX_MBAP_LENGTH:
-            if length < 2:
-                if pid:
-                    return self._start_junk(data, start, from_client, ts)
-                return self._short_adu(data, start, length, from_client, ts)
-            known = KNOWN_FUNCTIONS if from_client else KNOWN_RESPONSE_FUNCTIONS
-            if fc not in known or (pid and length > MAX_MBAP_LENGTH):
-                return self._start_junk(data, start, from_client, ts)
-            anomalies = _INVALID_PID if pid else _INVALID_LENGTH
-            if pid and length > MAX_MBAP_LENGTH:
-                anomalies += _INVALID_LENGTH
+        fc: int
+        tid, pid, length, unit, fc = _MBAP_FC(data, start)
         size = 6 + length
+        if not pid and 2 <= length <= MAX_MBAP_LENGTH:
+            if avail < size:
+                return avail - size
+            if 0 < fc <= 4 and self.trace is None:
+                # reads of coils, inputs and registers are nearly all the traffic: a short path
+                # for the well-formed ones, recorded exactly as ``_request`` / ``_response``
+                # and ``events.transaction`` would (the general path takes the rest)
+                pending = self.pending
+                key = tid << 8 | unit
+                if from_client:
+                    if length == 6:
+                        if pending:
+                            self._expire(key, ts)
+                            if len(pending) >= self.max_open:
+                                self._request(tid, unit, fc, data, start + 8, start + 12, ts, ())
+                                return 12
+                        address, quantity = _U16X2(data, start + 8)
+                        pending[key] = (
+                            {
+                                "transaction_id": tid,
+                                "unit_id": unit,
+                                "function_code": fc,
+                                "function": NAMES[fc],
+                                "address": address,
+                                "quantity": quantity,
+                            },
+                            () if 1 <= quantity <= _READ_LIMITS[fc] else INVALID_QUANTITY,
+                            ts,
+                            self.ctx.frame,
+                        )
+                        self.pdus += 1
+                        if self.pdus >= _PDU_BATCH:
+                            self.ctx.count_pdus(self.pdus)
+                            self.pdus = 0
+                        return 12
+                else:
+                    entry = pending.get(key)
+                    if entry is not None and self._read_response(
+                        key, entry, fc, length, data, start + 9, ts
+                    ):
+                        return size
+            elif fc & EXCEPTION_BIT and length == 3 and not from_client and self.trace is None:
+                # an exception response (a scan's unassigned codes, reads out of range)
+                key = tid << 8 | unit
+                entry = self.pending.get(key)
+                if entry is not None and self._exception_response(
+                    key, entry, fc, data[start + 8], ts
+                ):
+                    return size
+            if from_client:
+                self._request(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, ())
+            else:
+                self._response(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, ())
+            return size
+        if length < 2:
+            if pid:
+                return self._start_junk(data, start, from_client, ts)
+            return self._short_adu(data, start, length, from_client, ts)
+        known = KNOWN_FUNCTIONS if from_client else KNOWN_RESPONSE_FUNCTIONS
+        if fc not in known or (pid and length > MAX_MBAP_LENGTH):
+            return self._start_junk(data, start, from_client, ts)
+        anomalies: tuple[str, ...] = _INVALID_PID if pid else _INVALID_LENGTH
+        if pid and length > MAX_MBAP_LENGTH:
+            anomalies += _INVALID_LENGTH
         if avail < size:
             return avail - size
-        if 0 < fc <= 4 and not anomalies and self.trace is None:
-            # reads of coils, inputs and registers are nearly all the traffic: a short path
-            if from_client:
-                if length == 6 and self._read_request(tid, unit, fc, data, start, ts):
-                    return size
-            elif self._read_response(tid, unit, fc, length, data, start, ts):
-                return size
         if from_client:
             self._request(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, anomalies)
         else:
             self._response(tid, unit, fc, data, start + MBAP_LEN + 1, start + size, ts, anomalies)
         return size
 
-    def _read_request(
-        self, tid: int, unit: int, fc: int, data: Buffer, start: int, ts: int
-    ) -> bool:
-        """A well-formed FC 1-4 request, as ``_request`` would record it; False to fall back."""
-        pending = self.pending
-        key = tid << 8 | unit
-        if pending:
-            self._expire(key, ts)
-            if len(pending) >= self.max_open:
-                return False
-        address, quantity = _U16X2(data, start + 8)
-        rec = {
-            "transaction_id": tid,
-            "unit_id": unit,
-            "function_code": fc,
-            "function": NAMES[fc],
-            "address": address,
-            "quantity": quantity,
-        }
-        ok = 1 <= quantity <= QUANTITY_LIMITS[fc]
-        pending[key] = (rec, () if ok else INVALID_QUANTITY, ts, self.ctx.frame)
-        self.pdus += 1
-        if self.pdus >= _PDU_BATCH:
-            self.ctx.count_pdus(self.pdus)
-            self.pdus = 0
-        return True
-
     def _read_response(
-        self, tid: int, unit: int, fc: int, length: int, data: Buffer, start: int, ts: int
+        self, key: int, entry: Pending, fc: int, length: int, data: Buffer, pos: int, ts: int
     ) -> bool:
-        """A well-formed FC 1-4 response to a pending request of the same code, as
-        ``_response`` and ``events.transaction`` would record it; False to fall back."""
-        entry = self.pending.get(tid << 8 | unit)
-        if entry is None:
-            return False
+        """A well-formed FC 1-4 response (byte count at ``pos - 1``) to the pending request
+        ``entry`` of the same code, as ``_response`` and ``events.transaction`` would record
+        it; False to fall back."""
         req, req_anomalies, req_ts, req_frame = entry
         if req["function_code"] != fc:
             return False
         quantity = req["quantity"]
-        count = data[start + 8]
+        count = data[pos - 1]
         if length != 3 + count:
             return False
         if fc >= 3:
             if count != 2 * quantity:
                 return False
-            values: list[Any] = list(_REGISTERS[quantity](data, start + 9))
+            values: list[Any] = list(_REGISTERS[quantity](data, pos))
+        elif count != (quantity + 7) >> 3:
+            return False
+        elif count == 2:
+            values = [*BITS[data[pos]], *BITS[data[pos + 1]]]
+            del values[quantity:]
         else:
-            if count != (quantity + 7) >> 3:
-                return False
-            values = coils(data, start + 9, count, quantity)
-        del self.pending[tid << 8 | unit]
+            values = coils(data, pos, count, quantity)
+        del self.pending[key]
         ctx = self.ctx
-        fields = req.copy()
+        # the request's record, made for it alone and leaving the table, becomes the event's
+        fields = req
         fields["byte_count"] = count
         fields["values"] = values
         fields["request_frame"] = req_frame
@@ -230,6 +259,45 @@ class ModbusSession:
                 fields,
                 req_anomalies,
                 "success",
+                ts - req_ts,
+            )
+        )
+        return True
+
+    def _exception_response(
+        self, key: int, entry: Pending, fc: int, exception: int, ts: int
+    ) -> bool:
+        """An exception response with a known code to the pending request ``entry`` of the
+        same function, as ``_response`` and ``events.transaction`` would record it; False to
+        fall back."""
+        req, req_anomalies, req_ts, req_frame = entry
+        code = fc & 0x7F
+        name = EXCEPTIONS.get(exception)
+        if req["function_code"] != code or code in MERGED_BY_KEY or name is None:
+            return False
+        del self.pending[key]
+        ctx = self.ctx
+        # the request's record with the response's fields added (the response's others repeat
+        # the request's), as ``req | resp`` would make it
+        fields = req
+        fields["exception_code"] = exception
+        fields["exception"] = name
+        fields["request_frame"] = req_frame
+        fields["response_frame"] = ctx.frame
+        self.pdus += 1
+        if self.pdus >= _PDU_BATCH:
+            ctx.count_pdus(self.pdus)
+            self.pdus = 0
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = ctx.conn
+        ctx.emit(
+            Event(
+                Envelope(req_ts, conn, PROTOCOL, _TRANSACTION),
+                ACTIONS[code],
+                fields,
+                req_anomalies,
+                "failure",
                 ts - req_ts,
             )
         )
