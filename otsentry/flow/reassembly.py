@@ -24,6 +24,11 @@ _HALF = 0x80000000
 #: Wireshark does)
 _JUMP = 1 << 20
 
+#: what ``ooo`` and ``ooo_at`` are while nothing waits (nearly always): one shared empty dict,
+#: never written to (``_hold``, the only place adding to them, gives a stream its own first),
+#: so a stream costs no dict of its own until a segment arrives out of order
+_NONE_WAITING: dict = {}  # type: ignore[type-arg]
+
 
 class Clock(Protocol):
     """Holds the number of the frame being processed (the flow table does)."""
@@ -103,9 +108,9 @@ class TcpStream:
         self.next_seq = -1  # -1 until the ISN (SYN) or the first data segment is seen
         self.buf = bytearray()
         self.need = 0
-        self.ooo: dict[int, bytes] = {}
+        self.ooo: dict[int, bytes] = _NONE_WAITING
         #: when each waiting segment arrived: (ts, frame number)
-        self.ooo_at: dict[int, tuple[int, int]] = {}
+        self.ooo_at: dict[int, tuple[int, int]] = _NONE_WAITING
         #: where the frame number being processed is kept (the flow table)
         self.clock = clock
         self.ooo_bytes = 0
@@ -163,8 +168,7 @@ class TcpStream:
         self.stats.sequence_jumps += 1
         if self.ooo:
             self.stats.bytes_buffered -= self.ooo_bytes
-            self.ooo.clear()
-            self.ooo_at.clear()
+            self.ooo = self.ooo_at = _NONE_WAITING
             self.ooo_bytes = 0
         self.next_seq = (seq + len(payload)) & _MASK
         if self.dissector is not None:
@@ -173,6 +177,9 @@ class TcpStream:
 
     def _hold(self, seq: int, payload: bytes, ts: int) -> None:
         ooo = self.ooo
+        if ooo is _NONE_WAITING:
+            ooo = self.ooo = {}
+            self.ooo_at = {}
         old = ooo.get(seq)
         if old is not None:
             if old != payload[: len(old)]:
@@ -360,9 +367,9 @@ class TcpStream:
 
     def release(self) -> None:
         """Drop all buffered bytes without delivering them (eviction)."""
-        self.stats.bytes_buffered -= len(self.buf) + self.ooo_bytes
-        self.buf = bytearray()
-        self.ooo.clear()
-        self.ooo_at.clear()
-        self.ooo_bytes = 0
+        if self.buf or self.ooo:
+            self.stats.bytes_buffered -= len(self.buf) + self.ooo_bytes
+            self.buf = bytearray()
+            self.ooo = self.ooo_at = _NONE_WAITING
+            self.ooo_bytes = 0
         self.need = 0

@@ -81,10 +81,13 @@ class Flow:
         "packets_s",
         "probe_left",
         "protocol",
+        "reassemble",
         "roles_from",
         "rst_c",
         "rst_s",
         "segment",
+        "seq_c",
+        "seq_s",
         "server_ip",
         "server_mac",
         "server_port",
@@ -112,8 +115,13 @@ class Flow:
     def __init__(self) -> None:
         self.dissector: Dissector | None = None
         self.protocol = ""
+        #: TCP: the flow's bytes go to its streams (a dissector is bound, or probes are left);
+        #: a direction's stream is made at its first payload (most flows never carry a byte)
+        self.reassemble = False
         self.stream_c: TcpStream | None = None
         self.stream_s: TcpStream | None = None
+        #: the sequence number after a direction's SYN, kept until its stream is made (-1: none)
+        self.seq_c = self.seq_s = -1
         self.ctx: FlowCtx | None = None
         self.fin_c = self.fin_s = self.closed = False
         self.packets_c = self.packets_s = self.bytes_c = self.bytes_s = 0
@@ -277,10 +285,16 @@ class FlowTable:
             if flags & SYN:
                 if stream is not None:
                     stream.syn(seq)
+                elif fc:
+                    flow.seq_c = (seq + 1) & 0xFFFFFFFF
+                else:
+                    flow.seq_s = (seq + 1) & 0xFFFFFFFF
                 if flags & ACK and not fc:
                     flow.synack = True
                 seq = (seq + 1) & 0xFFFFFFFF
-            if payload and not flow.closed and stream is not None:
+            if payload and not flow.closed and flow.reassemble:
+                if stream is None:
+                    stream = self._stream(flow, fc)
                 if flow.dissector is None and flow.probe_left:
                     self._probe(flow, fc, payload, ts)
                 stream.segment(seq, payload, ts)
@@ -342,8 +356,7 @@ class FlowTable:
             self._attach(flow, spec)
         elif probes:
             flow.probe_left = _PROBE_PACKETS
-            if transport == TCP:
-                self._open_streams(flow)
+            flow.reassemble = transport == TCP
         if self.on_flow_start is not None:
             self.on_flow_start(flow)
         return flow, fc
@@ -368,10 +381,18 @@ class FlowTable:
             return dport < sport, "port"
         return True, "first_sender"
 
-    def _open_streams(self, flow: Flow) -> None:
-        stats, mb, mo, mt = self.stats, self.max_buffer, self.max_ooo, self.max_total
-        flow.stream_c = TcpStream(True, stats, mb, mo, mt, self)
-        flow.stream_s = TcpStream(False, stats, mb, mo, mt, self)
+    def _stream(self, flow: Flow, fc: bool) -> TcpStream:
+        """Make the stream of one direction of a flow that reassembles, in the state the SYN
+        seen (if any) left it."""
+        stream = TcpStream(fc, self.stats, self.max_buffer, self.max_ooo, self.max_total, self)
+        stream.dissector = flow.dissector
+        if fc:
+            stream.next_seq = flow.seq_c
+            flow.stream_c = stream
+        else:
+            stream.next_seq = flow.seq_s
+            flow.stream_s = stream
+        return stream
 
     def _attach(self, flow: Flow, spec: DissectorSpec) -> None:
         flow.protocol = spec.name
@@ -384,11 +405,10 @@ class FlowTable:
             return
         self.flows_by_protocol[spec.name] += 1
         if flow.transport == TCP:
-            if flow.stream_c is None:
-                self._open_streams(flow)
-            assert flow.stream_c is not None and flow.stream_s is not None
-            flow.stream_c.dissector = flow.dissector
-            flow.stream_s.dissector = flow.dissector
+            flow.reassemble = True
+            for stream in (flow.stream_c, flow.stream_s):
+                if stream is not None:
+                    stream.dissector = flow.dissector
 
     def _probe(self, flow: Flow, fc: bool, payload: bytes, ts: int) -> None:
         flow.probe_left -= 1
@@ -401,13 +421,18 @@ class FlowTable:
             if hit:
                 self._attach(flow, spec)
                 # the other direction may have sent bytes the dissector never saw
-                other = flow.stream_s if fc else flow.stream_c
-                if other is not None and other.next_seq >= 0:
-                    other._notify_gap(ts)
+                if flow.transport == TCP:
+                    other = flow.stream_s if fc else flow.stream_c
+                    if other is None:
+                        other = self._stream(flow, not fc)
+                    if other.next_seq >= 0:
+                        other._notify_gap(ts)
                 return
-        if not flow.probe_left and flow.stream_c is not None:
-            flow.stream_c.release()
-            flow.stream_s.release()  # type: ignore[union-attr]
+        if not flow.probe_left and flow.reassemble:
+            flow.reassemble = False
+            for stream in (flow.stream_c, flow.stream_s):
+                if stream is not None:
+                    stream.release()
             flow.stream_c = flow.stream_s = None
 
     def _datagram(self, flow: Flow, fc: bool, payload: bytes, ts: int) -> None:
