@@ -183,21 +183,21 @@ def _cached_var_items(rec: Record, data: Buffer, off: int, end: int) -> Anomalie
 
 
 #: read var parameters seen before without anomaly → the job record they make (but its reference)
-_READ_JOBS: dict[bytes, Record] = {}
+READ_JOBS: dict[bytes, Record] = {}
 
 
 def read_job_seen(data: Buffer, off: int, end: int) -> Record | None:
     """A copy of the record of a read var job whose parameter ``data[off:end]`` was decoded
     before without anomaly; the caller adds the PDU reference. None if not seen."""
     key = bytes(data[off:end])
-    template = _READ_JOBS.get(key)
+    template = READ_JOBS.get(key)
     if template is None:
         hit = _ITEMS_CACHE.get(key)
         if hit is None or hit[2]:
             return None
-        if len(_READ_JOBS) >= _ITEMS_CACHE_MAX:
-            _READ_JOBS.clear()
-        template = _READ_JOBS[key] = {
+        if len(READ_JOBS) >= _ITEMS_CACHE_MAX:
+            READ_JOBS.clear()
+        template = READ_JOBS[key] = {
             "rosctr": 1,
             "rosctr_name": "job",
             "pdu_reference": 0,

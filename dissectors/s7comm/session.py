@@ -27,6 +27,7 @@ from .constants import (
 from .grammar import (
     DATA_ITEM,
     MAX_VALUE_BYTES,
+    READ_JOBS,
     RETURN_CODE_NAMES,
     TPKT,
     Buffer,
@@ -64,6 +65,10 @@ _DT_EOT_S7 = bytes((2, COTP_DT, 0x80, S7COMM_ID))  # COTP length 2, DT, EOT, pro
 _TRANSACTION = Direction.TRANSACTION
 _DATA_ITEM = DATA_ITEM.unpack_from
 _READ_VAR = events.FUNCTION_ACTIONS[0x04]
+_PROTOCOL = events.PROTOCOL
+#: added to a userdata PDU's reference in the open-request table (jobs and userdata are paired
+#: apart)
+_USERDATA_KEY = 0x10000
 _PDU_BATCH = 256
 _MAX_PLUS_PARTS = 64  # TSDUs of one fragmented S7comm-plus PDU kept before it is cut short
 _SAMPLE = 32
@@ -140,8 +145,9 @@ class S7Session:
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
         self.conn: Conn | None = None
-        #: (kind, pdu reference) → the job or userdata request, oldest first
-        self.pending: dict[tuple[int, int], Pending] = {}
+        #: pdu reference (| ``_USERDATA_KEY`` for userdata) → the job or userdata request,
+        #: oldest first
+        self.pending: dict[int, Pending] = {}
         self.resync_c = self.resync_s = False
         #: user data of DT TPDUs without EOT, per direction, until the EOT
         self.tsdu_c = bytearray()
@@ -325,11 +331,11 @@ class S7Session:
         if self.trace is not None:
             direction = "request" if from_client else "response"
             self.trace(ctx, "s7comm", direction, rec, anomalies)
-        ref = rec["pdu_reference"]
+        key = rec["pdu_reference"] | _USERDATA_KEY if rosctr == 7 else rec["pdu_reference"]
         if rosctr == 1 or (rosctr == 7 and rec.get("userdata_type") == 4):
-            self._request((rosctr == 7, ref), rec, anomalies, ts, frame)
+            self._request(key, rec, anomalies, ts, frame)
         elif rosctr in (2, 3) or (rosctr == 7 and rec.get("userdata_type") == 8):
-            self._response((rosctr == 7, ref), rec, anomalies, ts, frame)
+            self._response(key, rec, anomalies, ts, frame)
         else:  # push (cyclic data, alarms) and anything unknown: one event on its own
             direction = Direction.REQUEST if from_client else Direction.RESPONSE
             ctx.emit(events.half(self._conn(), rec, anomalies, ts, frame, direction))
@@ -350,25 +356,30 @@ class S7Session:
         what ``_s7comm`` records; False to fall back."""
         if end - off < 14:
             return False
+        pending = self.pending
         if rosctr == 1:
             if dlen or off + 10 + plen != end or data[off + 10] != 0x04:
                 return False
-            rec = read_job_seen(data, off + 10, end)
-            if rec is None:
-                return False
+            template = READ_JOBS.get(bytes(data[off + 10 : end]))
+            if template is not None:
+                rec = template.copy()
+            else:
+                seen = read_job_seen(data, off + 10, end)
+                if seen is None:
+                    return False
+                rec = seen
             rec["pdu_reference"] = ref
             if self.connection:
                 rec["connection"] = self.connection
             self.pdus += 1
-            if self.pending or self.pdus >= _PDU_BATCH:
-                self._request((False, ref), rec, (), ts, self.ctx.frame)
+            if pending or self.pdus >= _PDU_BATCH:
+                self._request(ref, rec, (), ts, self.ctx.frame)
             else:  # nothing waiting (an HMI waits for each answer): nothing to expire
-                self.pending[(False, ref)] = (rec, (), ts, self.ctx.frame)
+                pending[ref] = (rec, (), ts, self.ctx.frame)
             return True
         if rosctr != 3 or plen != 2 or off + 12 + plen + dlen != end or data[off + 12] != 0x04:
             return False
-        key = (False, ref)
-        entry = self.pending.get(key)
+        entry = pending.get(ref)
         if entry is None or data[off + 10]:  # no job waiting, or an error class
             return False
         req, req_anomalies, req_ts, req_frame = entry
@@ -389,19 +400,23 @@ class S7Session:
         # the event's fields are the job's with the ack's added: what ``events.transaction``
         # makes of the two records, written into the job's record (made for this job alone and
         # about to leave the open-request table)
+        ctx = self.ctx
         fields = req
         fields["error_class"] = 0
         fields["error_code"] = data[off + 11]
         fields["item_count"] = count
         fields["values"] = values
         self.pdus += 1
-        del self.pending[key]
+        del pending[ref]
         fields["response_rosctr"] = 3
         fields["request_frame"] = req_frame
-        fields["response_frame"] = self.ctx.frame
-        self.ctx.emit(
+        fields["response_frame"] = ctx.frame
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = ctx.conn
+        ctx.emit(
             Event(
-                Envelope(req_ts, self._conn(), events.PROTOCOL, _TRANSACTION),
+                Envelope(req_ts, conn, _PROTOCOL, _TRANSACTION),
                 _READ_VAR,
                 fields,
                 req_anomalies,
@@ -434,7 +449,7 @@ class S7Session:
         ctx.emit(events.plus(self._conn(), rec, anomalies, ts, ctx.frame, from_client))
 
     def _request(
-        self, key: tuple[int, int], rec: Record, anomalies: tuple[str, ...], ts: int, frame: int
+        self, key: int, rec: Record, anomalies: tuple[str, ...], ts: int, frame: int
     ) -> None:
         if self.pdus >= _PDU_BATCH:
             self.ctx.count_pdus(self.pdus)
@@ -461,7 +476,7 @@ class S7Session:
         pending[key] = (rec, anomalies, ts, frame)
 
     def _response(
-        self, key: tuple[int, int], rec: Record, anomalies: tuple[str, ...], ts: int, frame: int
+        self, key: int, rec: Record, anomalies: tuple[str, ...], ts: int, frame: int
     ) -> None:
         entry = self.pending.pop(key, None)
         ctx = self.ctx
