@@ -245,23 +245,7 @@ class ModbusSession:
         fields["values"] = values
         fields["request_frame"] = req_frame
         fields["response_frame"] = ctx.frame
-        self.pdus += 1
-        if self.pdus >= _PDU_BATCH:
-            ctx.count_pdus(self.pdus)
-            self.pdus = 0
-        conn = self.conn
-        if conn is None:
-            conn = self.conn = ctx.conn
-        ctx.emit(
-            Event(
-                Envelope(req_ts, conn, PROTOCOL, _TRANSACTION),
-                ACTIONS[fc],
-                fields,
-                req_anomalies,
-                "success",
-                ts - req_ts,
-            )
-        )
+        self._transaction(ACTIONS[fc], fields, req_anomalies, "success", req_ts, ts)
         return True
 
     def _exception_response(
@@ -284,6 +268,20 @@ class ModbusSession:
         fields["exception"] = name
         fields["request_frame"] = req_frame
         fields["response_frame"] = ctx.frame
+        self._transaction(ACTIONS[code], fields, req_anomalies, "failure", req_ts, ts)
+        return True
+
+    def _transaction(
+        self,
+        action: str,
+        fields: dict[str, Any],
+        anomalies: tuple[str, ...],
+        outcome: str,
+        req_ts: int,
+        ts: int,
+    ) -> None:
+        """A short path's response: count its PDU and emit the transaction's event."""
+        ctx = self.ctx
         self.pdus += 1
         if self.pdus >= _PDU_BATCH:
             ctx.count_pdus(self.pdus)
@@ -294,14 +292,13 @@ class ModbusSession:
         ctx.emit(
             Event(
                 Envelope(req_ts, conn, PROTOCOL, _TRANSACTION),
-                ACTIONS[code],
+                action,
                 fields,
-                req_anomalies,
-                "failure",
+                anomalies,
+                outcome,
                 ts - req_ts,
             )
         )
-        return True
 
     def gap(self, from_client: bool, ts: int) -> None:
         """Bytes were lost: find the next MBAP header before decoding again."""
