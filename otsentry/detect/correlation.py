@@ -27,8 +27,9 @@ __all__ = [
 
 MAX_GROUPS: Final = 65_536
 MAX_ENTRIES: Final = 1_024
-#: flows whose group key is remembered (cleared when full)
-_FLOW_KEYS_MAX: Final = 4_096
+#: flows whose group key is remembered (cleared when full; an entry keeps its flow's Conn alive,
+#: ended or not, so a larger cap costs memory on long captures, not speed)
+_FLOW_KEYS_MAX: Final = 1_024
 
 _UNITS: Final = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
