@@ -13,8 +13,12 @@ import os
 from types import ModuleType
 
 
+def _pure_python_forced() -> bool:
+    return os.environ.get("OTSENTRY_PURE_PYTHON", "") not in ("", "0")
+
+
 def _load() -> ModuleType | None:
-    if os.environ.get("OTSENTRY_PURE_PYTHON", "") not in ("", "0"):
+    if _pure_python_forced():
         return None
     try:
         from otsentry import _speedups
@@ -31,6 +35,6 @@ def describe() -> str:
     """``compiled`` or ``pure Python`` (and why), for ``--version`` and the stats."""
     if SPEEDUPS is not None:
         return "compiled"
-    if os.environ.get("OTSENTRY_PURE_PYTHON", "") not in ("", "0"):
+    if _pure_python_forced():
         return "pure Python (OTSENTRY_PURE_PYTHON)"
     return "pure Python (extension not built)"

@@ -144,8 +144,8 @@ class PcapReader(FileReader):
                         buf, pos, lt, big_endian, frac_ns, limit, worker, workers, number,
                         frames, kept,
                     )  # fmt: skip
-                    if numbers is not None:
-                        numbers.extend(kept)  # type: ignore[arg-type]
+                    if numbers is not None and kept is not None:
+                        numbers.extend(kept)
                     yield from frames
                 else:
                     while pos <= stop:
