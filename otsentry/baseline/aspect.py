@@ -37,6 +37,7 @@ An aspect that keeps a side file (the ML model: ``DIR/<segment>.model.joblib``) 
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -229,6 +230,10 @@ class Aspect:
     name: ClassVar[str] = ""
     #: protocols whose events the aspect wants (``modbus``, ``network``…); None: every event
     protocols: ClassVar[frozenset[str] | None] = None
+    #: the packet time from which ``tick`` may find something: the detector ticks the aspect
+    #: only from then on. An aspect that keeps it exact (updated whenever its state changes)
+    #: saves those calls; left at -inf, ``tick`` is called at every tick
+    due: float = -math.inf
 
     def __init__(self, context: AspectContext | None = None) -> None:
         self.context = context if context is not None else AspectContext()

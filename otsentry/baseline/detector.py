@@ -100,10 +100,10 @@ class Detector:
         self._checks: dict[str, dict[str, tuple[Callable[[Event], list[Deviation]], ...]]] = {
             name: {} for name in self.baselines
         }
-        #: the ``tick`` of the aspects with time-based checks (most have none), in baseline and
-        #: aspect order
+        #: the aspects with time-based checks (most have none), in baseline and aspect order;
+        #: each is ticked only once packet time reaches its ``due``
         self._tickers = [
-            (baseline, aspect.tick)
+            (baseline, aspect)
             for baseline in self.baselines.values()
             for aspect in baseline.aspects.values()
             if type(aspect).tick is not Aspect.tick
@@ -146,10 +146,9 @@ class Detector:
     def tick(self, ts: int) -> list[Alert]:
         """Time-based checks and closing windows at packet time ``ts``."""
         self._next_tick = ts + TICK_NS
-        for baseline, tick in self._tickers:
-            found = tick(ts)
-            if found:
-                for dev in found:
+        for baseline, aspect in self._tickers:
+            if aspect.due <= ts:
+                for dev in aspect.tick(ts):
                     self._add(dev, baseline, ts)
         self._close(ts)
         return self._take()

@@ -231,7 +231,7 @@ class WindowExtractor:
         self.origin: int | None = None
         #: the packet time at which the next window closes (set once ``origin`` is; computed
         #: when ``_low`` moves, so that most events only compare their time with it)
-        self._due: float = _NEVER
+        self.due: float = _NEVER
         self._links: OrderedDict[LinkKey, _Link] = OrderedDict()
         self._open = 0
         #: window index → the links with a window open at it (closing looks only here)
@@ -256,8 +256,8 @@ class WindowExtractor:
             return self.advance(ts)
         if self.origin is None:
             self.origin = ts
-            self._due = ts + self.grace_ns + self.window_ns
-        closed = self.advance(ts) if ts >= self._due else []
+            self.due = ts + self.grace_ns + self.window_ns
+        closed = self.advance(ts) if ts >= self.due else []
         if event.action == FLOW_START and not _flow_service(event.fields):
             self._defer(event, ts, closed)
             return closed
@@ -283,14 +283,14 @@ class WindowExtractor:
 
     def advance(self, ts: int) -> list[WindowVector]:
         """Packet time reached ``ts``: close the windows it has passed (with the grace)."""
-        if ts < self._due:  # also when there is no origin yet
+        if ts < self.due:  # also when there is no origin yet
             return []
         assert self.origin is not None
-        # windows whose end + grace <= ts close: index < (ts - grace - origin) // W; ``_due``
+        # windows whose end + grace <= ts close: index < (ts - grace - origin) // W; ``due``
         # is the first time at which that is more than ``_low``
         first_open = (ts - self.grace_ns - self.origin) // self.window_ns
         self._low = first_open
-        self._due = self.origin + self.grace_ns + (first_open + 1) * self.window_ns
+        self.due = self.origin + self.grace_ns + (first_open + 1) * self.window_ns
         return self._close_before(first_open)
 
     def flush(self) -> list[WindowVector]:
@@ -311,7 +311,7 @@ class WindowExtractor:
         self._links.clear()
         self._pending.clear()
         self.origin = None
-        self._due = _NEVER
+        self.due = _NEVER
         self._low = 0
 
     # -- windows ----------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class ModelAspect(Aspect):
             raise AspectDataError("options", f"unknown model options {unknown}")
         self.options = ModelOptions(**opts)
         self.extractor = WindowExtractor(self.window_seconds)
+        #: when the next window closes, once there is a model (the detector ticks from then on)
+        self.due: float = math.inf
         self.model: OutlierModel | None = None
         self.status = "learning"
         self.reason = ""
@@ -198,14 +200,18 @@ class ModelAspect(Aspect):
         """Count the event; score the windows that closed."""
         if self.model is None:
             return []
-        closed = self.extractor.add(event)
+        extractor = self.extractor
+        closed = extractor.add(event)
+        self.due = extractor.due
         return self._score(closed) if closed else []
 
     def tick(self, ts: int) -> list[Deviation]:
         """Score the windows packet time has passed."""
         if self.model is None:
             return []
-        closed = self.extractor.advance(ts)
+        extractor = self.extractor
+        closed = extractor.advance(ts)
+        self.due = extractor.due
         return self._score(closed) if closed else []
 
     def finish(self, ts: int) -> list[Deviation]:
@@ -215,6 +221,7 @@ class ModelAspect(Aspect):
             return []
         out = self._score(self.extractor.advance(ts))
         self.extractor.reset()
+        self.due = self.extractor.due
         return out
 
     def _score(self, windows: list[WindowVector]) -> list[Deviation]:

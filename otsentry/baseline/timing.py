@@ -38,6 +38,7 @@ only for learned periodic cycles.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from ipaddress import ip_address
@@ -373,6 +374,8 @@ class TimingAspect(Aspect):
         #: (client, server, port) → the learned cycles of that link
         self._links: dict[tuple[str, str, int], list[Key]] = {}
         self._heap: list[tuple[int, int, Key]] = []
+        #: the heap's first deadline (the detector ticks this aspect from then on)
+        self.due: float = math.inf
         self._seq = 0
         self.period_changes = 0
         self.silences = 0
@@ -472,7 +475,7 @@ class TimingAspect(Aspect):
         if self._dirty:
             self._settle()
         ts = event.envelope.ts
-        out = self._expire(ts) if self._heap and self._heap[0][0] <= ts else []
+        out = self._expire(ts) if self.due <= ts else []
         if event.envelope.protocol == "network":
             if event.action == "network-flow-end" and event.fields.get("reason") in ("fin", "rst"):
                 self._close(event)
@@ -536,7 +539,9 @@ class TimingAspect(Aspect):
     def _push(self, watch: _Watch, cycle: Cycle) -> None:
         self._seq += 1
         deadline = watch.last + int(cycle.silent_after * NS)
-        heapq.heappush(self._heap, (deadline, self._seq, cycle.key))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, self._seq, cycle.key))
+        self.due = heap[0][0]
         watch.in_heap = True
 
     def _expire(self, now: int) -> list[Deviation]:
@@ -556,6 +561,7 @@ class TimingAspect(Aspect):
             watch.silent = True
             self.silences += 1
             out.append(self._silent(cycle, watch, now))
+        self.due = heap[0][0] if heap else math.inf
         return out
 
     def _silent(self, cycle: Cycle, watch: _Watch, now: int) -> Deviation:
@@ -597,7 +603,7 @@ class TimingAspect(Aspect):
         }
 
     def tick(self, ts: int) -> list[Deviation]:
-        return self._expire(ts) if self._heap and self._heap[0][0] <= ts else []
+        return self._expire(ts) if self.due <= ts else []
 
     def finish(self, ts: int) -> list[Deviation]:
         return self.tick(ts)
