@@ -496,4 +496,13 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+/* _flowpath.c */
+int otsentry_add_flowpath(PyObject *module);
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && otsentry_add_flowpath(m) < 0)
+        Py_CLEAR(m);
+    return m;
+}

@@ -19,3 +19,17 @@ def ethernet_ipv4_tcp(
     data: bytes, /
 ) -> tuple[tuple[bytes, int, bytes, int, int, int], int, int, bytes, int] | None: ...
 def uuid5(head: bytes, tail: bytes, /) -> bytes: ...
+
+class FlowPath:
+    """``FlowTable.packet`` with its commonest TCP case compiled (otsentry/_flowpath.c)."""
+
+    fast: int
+    handed_on: int
+    def __init__(self, table: object, flow_type: type, stream_type: type) -> None: ...
+    def __call__(
+        self,
+        pkt: tuple[tuple[bytes, int, bytes, int, int, int], int, int, bytes, int],
+        ts: int,
+        frame: bytes,
+        /,
+    ) -> None: ...

@@ -252,7 +252,7 @@ class Pipeline:
         decode = self.decoder.decode
         fast = decoding.FAST_TCP4 if type(self.decoder) is decoding.Decoder else None
         table = self.table
-        packet = table.packet
+        packet = table.fast_packet()
         evidence = self.evidence
         # the evidence ring keeps the frame tuples themselves and their flow keys beside them;
         # without evidence zero-length deques swallow them at the same cost as a test

@@ -163,12 +163,13 @@ def _replay(
     try:
         readers = [open_capture(p) for p in paths]
         frames = merge_frames(readers, False, error)
+        packet = table.fast_packet()
         for frame, (ts, linktype, data) in enumerate(frames, 1):
             last_ts = ts
             pkt = decoder.decode(linktype, data, ts)
             if pkt is not None:
                 table.frame = frame
-                table.packet(pkt, ts, data)
+                packet(pkt, ts, data)
     except (CaptureError, OSError) as exc:
         if not isinstance(exc, CaptureError):
             error(exc)

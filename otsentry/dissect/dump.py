@@ -122,6 +122,7 @@ def iter_records(
     out = collector.out
     frame = 0
     ts = 0
+    packet = table.fast_packet()
     reader = open_capture(path)
     try:
         for ts, linktype, data in reader:
@@ -131,7 +132,7 @@ def iter_records(
                 continue
             table.frame = frame
             collector.ts = ts
-            table.packet(pkt, ts, data)
+            packet(pkt, ts, data)
             if out:
                 yield from out
                 out.clear()

@@ -19,6 +19,7 @@ from hashlib import sha1
 from struct import Struct
 from typing import TYPE_CHECKING
 
+from otsentry.accel import SPEEDUPS
 from otsentry.decode import ACK, FIN, RST, SYN, TCP, UDP, Packet, vlan_ids
 from otsentry.flow.reassembly import ReassemblyStats, TcpStream
 from otsentry.model import Conn
@@ -307,6 +308,15 @@ class FlowTable:
                 self._datagram(flow, fc, payload, ts)
         if ts >= self.next_sweep:
             self.sweep(ts)
+
+    def fast_packet(self) -> Callable[[Packet, int, bytes], None]:
+        """``packet`` itself, or with the compiled module its commonest case compiled: a TCP
+        packet without SYN, FIN or RST on a known flow, carrying nothing or the next bytes of a
+        stream with nothing buffered (``otsentry/_flowpath.c``; every other packet is handed to
+        ``packet``)."""
+        if SPEEDUPS is None or type(self) is not FlowTable:
+            return self.packet
+        return SPEEDUPS.FlowPath(self, Flow, TcpStream)  # type: ignore[no-any-return]
 
     # -- flow lifecycle ---------------------------------------------------------------------
     def _create(self, pkt: Packet, ts: int, frame: bytes) -> tuple[Flow, bool]:
