@@ -92,6 +92,8 @@ FLOW_START: Final = "network-flow-start"
 FLOW_END: Final = "network-flow-end"
 
 OTHER_SERVICE: Final = "other"
+#: the transports whose flows are links
+_LINK_TRANSPORTS: Final = ("tcp", "udp")
 #: protocols counted under another's service
 _SERVICE_OF: Final = {"s7comm_plus": "s7comm"}
 
@@ -103,7 +105,7 @@ def link_of(event: Event) -> LinkKey | None:
     """The link an event belongs to; None for events of no link (ARP)."""
     env = event.envelope
     conn = env.conn
-    if conn.transport not in ("tcp", "udp"):
+    if conn.transport not in _LINK_TRANSPORTS:
         return None
     service = env.protocol
     if service == NETWORK:
@@ -249,19 +251,36 @@ class WindowExtractor:
         """Count ``event`` into its link's window; return windows that closed meanwhile."""
         stats = self.stats
         stats.events += 1
-        key = link_of(event)
-        ts = event.envelope.ts
-        if key is None:
+        env = event.envelope
+        conn = env.conn
+        ts = env.ts
+        if conn.transport not in _LINK_TRANSPORTS:  # no link (ARP)
             stats.ignored += 1
             return self.advance(ts)
-        if self.origin is None:
-            self.origin = ts
+        # the link as ``link_of`` makes it
+        service = env.protocol
+        flow_service = ""
+        if service == NETWORK:
+            flow_service = _flow_service(event.fields)
+            service = flow_service or OTHER_SERVICE
+        key = (conn.segment, conn.client_ip, conn.server_ip, _SERVICE_OF.get(service, service))
+        origin = self.origin
+        if origin is None:
+            origin = self.origin = ts
             self.due = ts + self.grace_ns + self.window_ns
         closed = self.advance(ts) if ts >= self.due else []
-        if event.action == FLOW_START and not _flow_service(event.fields):
+        if not flow_service and event.action == FLOW_START:
             self._defer(event, ts, closed)
             return closed
-        window, link = self._window_for(key, ts, closed)
+        # the common case (the link's window for ``ts`` is open) without ``_window_for``
+        links = self._links
+        link = links.get(key)
+        index = (ts - origin) // self.window_ns
+        window = link.windows.get(index) if link is not None and index >= self._low else None
+        if link is None or window is None:
+            window, link = self._window_for(key, ts, closed)
+        else:
+            links.move_to_end(key)
         self._count(window, link, event, ts)
         if self._pending:
             start = self._pending.pop(event.envelope.conn.community_id, None)
@@ -439,12 +458,15 @@ class WindowExtractor:
             if w.sample is None:
                 w.sample = event
             return
-        if w.sample is None or w.sample.envelope.protocol == NETWORK:
+        sample = w.sample
+        if sample is None or sample.envelope.protocol == NETWORK:
             w.sample = event
-        cap = self.max_distinct
+        action = event.action
         actions = w.actions
-        if event.action in actions or len(actions) < cap:
-            actions[event.action] += 1
+        if action in actions:
+            actions[action] += 1
+        elif len(actions) < self.max_distinct:
+            actions[action] = 1
         else:
             self.stats.capped += 1
         outcome = event.outcome
@@ -465,7 +487,8 @@ class WindowExtractor:
         if last is None or ts > last:
             link.last_ts = ts
         fields = event.fields
-        w.items += _items(fields)
+        quantity = fields.get("quantity")
+        w.items += quantity if type(quantity) is int else _items(fields)
         # units and addresses: a Modbus request's from its fields, others' from their records
         # (what a window has seen already is passed over without calling ``_remember``)
         unit = fields.get("unit_id")
@@ -484,16 +507,32 @@ class WindowExtractor:
             self._count_records(w, fields)
 
     def _count_records(self, w: _Window, fields: Mapping[str, Any]) -> None:
-        """The units and addresses of an event's records (see ``_record_addresses``)."""
+        """The units and addresses of an event's records: S7 items (area, DB, byte), OPC UA
+        nodes, methods and paths."""
         units, addresses = w.units, w.addresses
-        for record in _records(fields.get("items")):
-            if "area" in record:
-                unit_key = ("area", record.get("area"), record.get("db"))
-                if unit_key not in units:
-                    self._remember(units, unit_key)
-        for address_key in _record_addresses(fields):
-            if address_key not in addresses:
-                self._remember(addresses, address_key)
+        items = fields.get("items")
+        if isinstance(items, list | tuple):
+            # one pass: each item's unit and address
+            for item in items:
+                if type(item) is not dict and not isinstance(item, Mapping):
+                    continue
+                address_key: Any
+                if "area" in item:
+                    area, db = item.get("area"), item.get("db")
+                    unit_key = ("area", area, db)
+                    if unit_key not in units:
+                        self._remember(units, unit_key)
+                    address_key = ("s7", area, db, item.get("byte"))
+                elif "node_id" in item:
+                    address_key = ("node", item["node_id"])
+                else:
+                    continue
+                if address_key not in addresses:
+                    self._remember(addresses, address_key)
+        if "nodes" in fields or "methods" in fields or "paths" in fields:
+            for address_key in _other_record_addresses(fields):
+                if address_key not in addresses:
+                    self._remember(addresses, address_key)
 
     def _remember(self, seen: set[Any], item: Any) -> None:
         """Add ``item`` (not in ``seen``) unless the window is full."""
@@ -543,13 +582,9 @@ def _items(fields: Mapping[str, Any]) -> int:
 _RECORD_KEYS: Final = frozenset({"items", "nodes", "methods", "paths"})
 
 
-def _record_addresses(fields: Mapping[str, Any]) -> Iterable[Any]:
-    """The addresses in an event's records: S7 items, OPC UA nodes, methods and paths."""
-    for item in _records(fields.get("items")):
-        if "area" in item:
-            yield ("s7", item.get("area"), item.get("db"), item.get("byte"))
-        elif "node_id" in item:
-            yield ("node", item["node_id"])
+def _other_record_addresses(fields: Mapping[str, Any]) -> Iterable[Any]:
+    """The addresses in an event's OPC UA nodes, methods and paths (``_count_records`` does the
+    items)."""
     for node in _records(fields.get("nodes")):
         node_id = node.get("node_id")
         if node_id is not None:
@@ -563,5 +598,5 @@ def _record_addresses(fields: Mapping[str, Any]) -> Iterable[Any]:
 def _records(value: Any) -> Iterable[Mapping[str, Any]]:
     if isinstance(value, list | tuple):
         for item in value:
-            if isinstance(item, Mapping):
+            if type(item) is dict or isinstance(item, Mapping):
                 yield item
