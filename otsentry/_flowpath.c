@@ -1,4 +1,9 @@
-/* FlowPath: FlowTable.packet's commonest case, compiled.
+/* The packet loop of Pipeline.run (run_frames) and FlowTable.packet's commonest case (FlowPath),
+ * compiled.
+ *
+ * run_frames does for a batch of frames what the loop of Pipeline.run does in Python: keep each
+ * frame and its flow key for the evidence ring, decode it (the decoder's first case without a
+ * call), number it and hand it to the flow table.
  *
  * A TCP packet without SYN, FIN or RST on a flow the table knows, before the next idle sweep is
  * due: its counters are updated and, when it carries the next bytes of a stream whose buffer is
@@ -66,6 +71,9 @@ typedef struct {
     Py_ssize_t fast;
     Py_ssize_t handed_on;
 } FlowPath;
+
+/* attribute names of run_frames */
+static PyObject *s_frame, *s_in_run;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -355,8 +363,183 @@ static PyTypeObject FlowPathType = {
     .tp_members = flowpath_members,
 };
 
+/* _speedups.c: Decoder.decode's first case */
+PyObject *otsentry_ethernet_ipv4_tcp(PyObject *self, PyObject *arg);
+
+static inline int call_one(PyObject *f, PyObject *arg)
+{
+    PyObject *r = PyObject_CallOneArg(f, arg);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* one frame of run_frames; -1 on an exception */
+static int run_frame(PyObject *const *args, PyObject *frame, PyObject *number, long long *packets,
+                     long long *nbytes, long long *first, long long *last)
+{
+    PyObject *keep = args[3], *mark = args[4], *decode = args[6], *packet = args[7];
+    if (keep != Py_None && call_one(keep, frame) < 0)
+        return -1;
+    if (!PyTuple_CheckExact(frame) || PyTuple_GET_SIZE(frame) != 3) {
+        PyErr_SetString(PyExc_TypeError, "a frame is a (ts, linktype, data) tuple");
+        return -1;
+    }
+    PyObject *ts = PyTuple_GET_ITEM(frame, 0), *linktype = PyTuple_GET_ITEM(frame, 1);
+    PyObject *data = PyTuple_GET_ITEM(frame, 2);
+    long long t = PyLong_AsLongLong(ts);
+    if (t == -1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t size = PyObject_Length(data);
+    if (size < 0)
+        return -1;
+    if (*first < 0)
+        *first = t;
+    *last = t;
+    *packets += 1;
+    *nbytes += size;
+    PyObject *pkt = NULL;
+    if (args[5] == Py_True && PyBytes_CheckExact(data) && PyLong_CheckExact(linktype) &&
+        PyLong_AsLong(linktype) == 1) {
+        pkt = otsentry_ethernet_ipv4_tcp(NULL, data);
+        if (pkt == NULL)
+            return -1;
+        if (pkt == Py_None)
+            Py_CLEAR(pkt);
+    }
+    if (pkt == NULL) {
+        PyObject *call[3] = {linktype, data, ts};
+        pkt = PyObject_Vectorcall(decode, call, 3, NULL);
+        if (pkt == NULL)
+            return -1;
+    }
+    int rc = 0;
+    PyObject *key = Py_None;
+    if (pkt != Py_None) {
+        key = PySequence_GetItem(pkt, 0);
+        if (key == NULL) {
+            Py_DECREF(pkt);
+            return -1;
+        }
+    }
+    else
+        Py_INCREF(key);
+    if (mark != Py_None)
+        rc = call_one(mark, key);
+    Py_DECREF(key);
+    if (rc == 0 && pkt != Py_None) {
+        PyObject *n = PyLong_FromLongLong(*packets);
+        if (n == NULL || PyObject_SetAttr(args[8], s_frame, number) < 0 ||
+            PyObject_SetAttr(args[9], s_in_run, n) < 0)
+            rc = -1;
+        Py_XDECREF(n);
+        if (rc == 0) {
+            PyObject *call[3] = {pkt, ts, data};
+            PyObject *r = Py_IS_TYPE(packet, &FlowPathType)
+                              ? flowpath_vectorcall(packet, call, 3, NULL)
+                              : PyObject_Vectorcall(packet, call, 3, NULL);
+            if (r == NULL)
+                rc = -1;
+            Py_XDECREF(r);
+        }
+    }
+    Py_DECREF(pkt);
+    return rc;
+}
+
+static int store_state(PyObject *state, const long long *values)
+{
+    for (Py_ssize_t i = 0; i < 4; i++) {
+        PyObject *v = PyLong_FromLongLong(values[i]);
+        if (v == NULL || PyList_SetItem(state, i, v) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(run_frames_doc,
+    "run_frames(frames, numbers, limit, keep, mark, decode_fast, decode, packet, table, "
+    "pipeline, state) -> int\n\n"
+    "Pipeline.run's loop over at most ``limit`` frames: each frame to ``keep``, decoded "
+    "(``decode_fast``: an Ethernet frame's first case here, else ``decode(linktype, data, ts)``), "
+    "its flow key (or None) to ``mark``, and a packet numbered from ``numbers`` to "
+    "``packet(pkt, ts, data)`` after setting ``table.frame`` and ``pipeline._in_run``. "
+    "``keep``/``mark`` may be None. ``state`` is the list [packets, bytes, first ts, last ts], "
+    "updated even when an exception stops the loop. Returns the frames taken.");
+
+static PyObject *run_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "run_frames takes eleven arguments");
+        return NULL;
+    }
+    PyObject *frames = args[0], *numbers = args[1], *state = args[10];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyIter_Check(frames) || !PyIter_Check(numbers) || !PyList_CheckExact(state) ||
+        PyList_GET_SIZE(state) != 4) {
+        PyErr_SetString(PyExc_TypeError, "iterators and a list of four ints expected");
+        return NULL;
+    }
+    long long values[4];
+    for (Py_ssize_t i = 0; i < 4; i++) {
+        values[i] = PyLong_AsLongLong(PyList_GET_ITEM(state, i));
+        if (values[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t taken = 0;
+    int failed = 0;
+    while (taken < limit) {
+        PyObject *frame = PyIter_Next(frames);
+        if (frame == NULL) {
+            failed = PyErr_Occurred() != NULL;
+            break;
+        }
+        PyObject *number = PyIter_Next(numbers);
+        if (number == NULL) { /* as zip: the frame is dropped */
+            Py_DECREF(frame);
+            failed = PyErr_Occurred() != NULL;
+            break;
+        }
+        taken++;
+        int rc = run_frame(args, frame, number, &values[0], &values[1], &values[2], &values[3]);
+        Py_DECREF(frame);
+        Py_DECREF(number);
+        if (rc < 0) {
+            failed = 1;
+            break;
+        }
+    }
+    if (failed) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (store_state(state, values) < 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return NULL;
+        }
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    if (store_state(state, values) < 0)
+        return NULL;
+    return PyLong_FromSsize_t(taken);
+}
+
+static PyMethodDef loop_methods[] = {
+    {"run_frames", (PyCFunction)(void (*)(void))run_frames, METH_FASTCALL, run_frames_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 int otsentry_add_flowpath(PyObject *module)
 {
+    s_frame = PyUnicode_InternFromString("frame");
+    s_in_run = PyUnicode_InternFromString("_in_run");
+    if (s_frame == NULL || s_in_run == NULL || PyModule_AddFunctions(module, loop_methods) < 0)
+        return -1;
     if (PyType_Ready(&FlowPathType) < 0)
         return -1;
     Py_INCREF(&FlowPathType);

@@ -286,7 +286,10 @@ PyDoc_STRVAR(
     "Decoder.decode's first case: an untagged Ethernet frame of at least 54 bytes carrying IPv4 "
     "without options, not a fragment, and TCP; the same packet tuple, or None for anything else.");
 
-static PyObject *fast_ethernet_ipv4_tcp(PyObject *self, PyObject *arg)
+/* also called by the packet loop of _flowpath.c */
+PyObject *otsentry_ethernet_ipv4_tcp(PyObject *self, PyObject *arg);
+
+PyObject *otsentry_ethernet_ipv4_tcp(PyObject *self, PyObject *arg)
 {
     if (!PyBytes_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "data must be bytes");
@@ -485,7 +488,7 @@ static PyObject *fast_uuid5(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"scan", fast_scan, METH_VARARGS, scan_doc},
     {"share", fast_share, METH_VARARGS, share_doc},
-    {"ethernet_ipv4_tcp", fast_ethernet_ipv4_tcp, METH_O, tcp4_doc},
+    {"ethernet_ipv4_tcp", otsentry_ethernet_ipv4_tcp, METH_O, tcp4_doc},
     {"uuid5", fast_uuid5, METH_VARARGS, uuid5_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -33,3 +33,18 @@ class FlowPath:
         frame: bytes,
         /,
     ) -> None: ...
+
+def run_frames(
+    frames: object,
+    numbers: object,
+    limit: int,
+    keep: object,
+    mark: object,
+    decode_fast: bool,
+    decode: object,
+    packet: object,
+    table: object,
+    pipeline: object,
+    state: list[int],
+    /,
+) -> int: ...

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from otsentry import __version__
 from otsentry import decode as decoding
+from otsentry.accel import SPEEDUPS
 from otsentry.assets.inventory import Inventory
 from otsentry.capture.base import Frame
 from otsentry.config import Config, DecodeAs
@@ -258,6 +259,9 @@ class Pipeline:
         # without evidence zero-length deques swallow them at the same cost as a test
         keep = (evidence.ring if evidence is not None else deque(maxlen=0)).append
         mark = (evidence.keys if evidence is not None else deque(maxlen=0)).append
+        run_frames = SPEEDUPS.run_frames if SPEEDUPS is not None else None
+        ring = keep if evidence is not None else None
+        keys = mark if evidence is not None else None
         batch = _PROGRESS_EVERY
         if evidence is not None:
             batch = max(1, min(batch, evidence.ring_packets // 2))
@@ -271,22 +275,32 @@ class Pipeline:
         try:
             while True:
                 before = packets
-                for frame, number in zip(islice(it, batch), numbered, strict=False):
-                    keep(frame)
-                    ts, linktype, data = frame
-                    if first < 0:
-                        first = ts
-                    packets += 1
-                    nbytes += len(data)
-                    # the commonest frame without the call of decode (the same packet)
-                    pkt = fast(data) if fast is not None and linktype == 1 else None
-                    if pkt is None:
-                        pkt = decode(linktype, data, ts)
-                    mark(pkt and pkt[0])
-                    if pkt is not None:
-                        table.frame = number
-                        self._in_run = packets
-                        packet(pkt, ts, data)
+                if run_frames is not None:  # the same loop, compiled
+                    state = [packets, nbytes, first, ts]
+                    try:
+                        run_frames(
+                            it, numbered, batch, ring, keys, fast is not None, decode, packet,
+                            table, self, state,
+                        )  # fmt: skip
+                    finally:
+                        packets, nbytes, first, ts = state
+                else:
+                    for frame, number in zip(islice(it, batch), numbered, strict=False):
+                        keep(frame)
+                        ts, linktype, data = frame
+                        if first < 0:
+                            first = ts
+                        packets += 1
+                        nbytes += len(data)
+                        # the commonest frame without the call of decode (the same packet)
+                        pkt = fast(data) if fast is not None and linktype == 1 else None
+                        if pkt is None:
+                            pkt = decode(linktype, data, ts)
+                        mark(pkt and pkt[0])
+                        if pkt is not None:
+                            table.frame = number
+                            self._in_run = packets
+                            packet(pkt, ts, data)
                 if packets > before:
                     self.tick(ts, self._base + packets)
                 if progress is not None:
