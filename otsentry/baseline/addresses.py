@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final, Self
 
 from otsentry.baseline.aspect import (
+    MAPPINGS,
     AnomalyKind,
     Aspect,
     AspectContext,
@@ -106,7 +107,7 @@ def s7_accesses(action: str, fields: Mapping[str, Any]) -> Iterator[Access]:
     if not isinstance(items, list):
         return
     for item in items:
-        if not isinstance(item, Mapping):
+        if not isinstance(item, MAPPINGS):
             continue
         area = str(item.get("area_name") or item.get("area") or "unknown")
         if item.get("area") == 132 or area == "data_block":
@@ -131,7 +132,7 @@ def opcua_nodes(fields: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     if not isinstance(listed, list):
         return
     for node in listed:
-        if isinstance(node, Mapping) and isinstance(node.get("node_id"), str):
+        if isinstance(node, MAPPINGS) and isinstance(node.get("node_id"), str):
             yield op, node["node_id"]
 
 

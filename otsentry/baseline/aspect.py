@@ -43,13 +43,14 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 
 from otsentry.ecs import iso_time
 from otsentry.model import Event
 
 __all__ = [
     "KINDS",
+    "MAPPINGS",
     "AnomalyKind",
     "Aspect",
     "AspectContext",
@@ -60,6 +61,11 @@ __all__ = [
     "iso",
     "rule_id",
 ]
+
+
+#: ``isinstance(x, MAPPINGS)``: whether ``x`` is a Mapping, a dict (every event's records)
+#: found by the exact type test before the ``Mapping`` ABC's slower one
+MAPPINGS: Final = (dict, Mapping)
 
 
 class AnomalyKind(StrEnum):

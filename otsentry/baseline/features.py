@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from otsentry.baseline.aspect import MAPPINGS
 from otsentry.model import Event
 
 __all__ = [
@@ -514,7 +515,7 @@ class WindowExtractor:
         if isinstance(items, list | tuple):
             # one pass: each item's unit and address
             for item in items:
-                if type(item) is not dict and not isinstance(item, Mapping):
+                if not isinstance(item, MAPPINGS):
                     continue
                 address_key: Any
                 if "area" in item:
@@ -598,5 +599,5 @@ def _other_record_addresses(fields: Mapping[str, Any]) -> Iterable[Any]:
 def _records(value: Any) -> Iterable[Mapping[str, Any]]:
     if isinstance(value, list | tuple):
         for item in value:
-            if type(item) is dict or isinstance(item, Mapping):
+            if isinstance(item, MAPPINGS):
                 yield item

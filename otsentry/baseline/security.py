@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Self
 
-from otsentry.baseline.aspect import AnomalyKind, Aspect, AspectContext, Deviation
+from otsentry.baseline.aspect import MAPPINGS, AnomalyKind, Aspect, AspectContext, Deviation
 from otsentry.baseline.items import (
     DEFAULT_CAP,
     ItemTable,
@@ -66,11 +66,11 @@ def facts_of(event: Event) -> list[tuple[SecurityKey, str]]:
     env = event.envelope
     conn = env.conn
     f = event.fields
-    endpoint = f"{conn.server_ip}:{conn.server_port}"
     out: list[tuple[SecurityKey, str]] = []
     if env.protocol == "opcua":
+        endpoint = f"{conn.server_ip}:{conn.server_port}"
         channel = f.get("channel")
-        if isinstance(channel, Mapping):
+        if isinstance(channel, MAPPINGS):
             policy = channel.get("security_policy")
             mode = channel.get("security_mode")
             if isinstance(policy, str):

@@ -45,6 +45,7 @@ from ipaddress import ip_address
 from typing import Any, Self
 
 from otsentry.baseline.aspect import (
+    MAPPINGS,
     AnomalyKind,
     Aspect,
     AspectContext,
@@ -79,7 +80,7 @@ def _s7_items(items: Any) -> str:
         return ""
     out = []
     for item in items[:8]:
-        if isinstance(item, Mapping):
+        if isinstance(item, MAPPINGS):
             area = item.get("area_name") or item.get("area")
             db = item.get("db")
             where = f"DB{db}" if area == "data_block" else str(area)
@@ -92,7 +93,7 @@ def _s7_items(items: Any) -> str:
 def _opcua_nodes(nodes: Any) -> str:
     if not isinstance(nodes, list):
         return ""
-    ids = [str(n.get("node_id")) for n in nodes[:8] if isinstance(n, Mapping)]
+    ids = [str(n.get("node_id")) for n in nodes[:8] if isinstance(n, MAPPINGS)]
     if len(nodes) > 8:
         ids.append(f"+{len(nodes) - 8}")
     return " ".join(ids)
@@ -370,10 +371,11 @@ class TimingAspect(Aspect):
         self._dirty = False
         #: (client, server, subscription id) → publishing interval (ms)
         self._intervals: OrderedDict[tuple[str, str, int], float] = OrderedDict()
-        self._watch: dict[Key, _Watch] = {}
+        #: the learned cycles seen in this run (by the cycle: hashed by identity, not by key)
+        self._watch: dict[Cycle, _Watch] = {}
         #: (client, server, port) → the learned cycles of that link
-        self._links: dict[tuple[str, str, int], list[Key]] = {}
-        self._heap: list[tuple[int, int, Key]] = []
+        self._links: dict[tuple[str, str, int], list[Cycle]] = {}
+        self._heap: list[tuple[int, int, Cycle]] = []
         #: the heap's first deadline (the detector ticks this aspect from then on)
         self.due: float = math.inf
         self._seq = 0
@@ -427,12 +429,16 @@ class TimingAspect(Aspect):
             else:
                 self.cycles[key] = cycle
         self._index()
+        if self._watch:  # learned more after checking: the run's state goes to the new cycles
+            cycles = self.cycles
+            self._watch = {cycles.get(c.key, c): w for c, w in self._watch.items()}
+            self._heap = [(d, n, cycles.get(c.key, c)) for d, n, c in self._heap]
         self._dirty = False
 
     def _index(self) -> None:
         self._links.clear()
-        for key in self.cycles:
-            self._links.setdefault((key[1], key[2], key[3]), []).append(key)
+        for key, cycle in self.cycles.items():
+            self._links.setdefault((key[1], key[2], key[3]), []).append(cycle)
 
     def end_learning(self, ts: int) -> None:
         self._settle()
@@ -484,9 +490,9 @@ class TimingAspect(Aspect):
         cycle = self.cycles.get(key) if key is not None else None
         if cycle is None:
             return out
-        watch = self._watch.get(cycle.key)
+        watch = self._watch.get(cycle)
         if watch is None:
-            watch = self._watch[cycle.key] = _Watch()
+            watch = self._watch[cycle] = _Watch()
         watch.flow = event.envelope.conn.community_id
         watch.closed = watch.silent = False
         last = watch.last
@@ -540,7 +546,7 @@ class TimingAspect(Aspect):
         self._seq += 1
         deadline = watch.last + int(cycle.silent_after * NS)
         heap = self._heap
-        heapq.heappush(heap, (deadline, self._seq, cycle.key))
+        heapq.heappush(heap, (deadline, self._seq, cycle))
         self.due = heap[0][0]
         watch.in_heap = True
 
@@ -549,9 +555,8 @@ class TimingAspect(Aspect):
         heap = self._heap
         out: list[Deviation] = []
         while heap and heap[0][0] <= now:
-            _, _, key = heapq.heappop(heap)
-            watch = self._watch[key]
-            cycle = self.cycles[key]
+            _, _, cycle = heapq.heappop(heap)
+            watch = self._watch[cycle]
             watch.in_heap = False
             if watch.closed:
                 continue
@@ -585,8 +590,8 @@ class TimingAspect(Aspect):
 
     def _close(self, event: Event) -> None:
         conn = event.envelope.conn
-        for key in self._links.get((conn.client_ip, conn.server_ip, conn.server_port), ()):
-            watch = self._watch.get(key)
+        for cycle in self._links.get((conn.client_ip, conn.server_ip, conn.server_port), ()):
+            watch = self._watch.get(cycle)
             if watch is not None and watch.flow == conn.community_id and not watch.closed:
                 watch.closed = True
                 self.closed += 1

@@ -48,6 +48,7 @@ from ipaddress import ip_address
 from typing import Any, Final, Self
 
 from otsentry.baseline.aspect import (
+    MAPPINGS,
     AnomalyKind,
     Aspect,
     AspectContext,
@@ -137,7 +138,7 @@ def _s7(event: Event) -> Iterator[tuple[Key, Value | None, bool]]:
         return
     server = event.envelope.conn.server_ip
     for item, value in zip(items, values, strict=False):
-        if not isinstance(item, Mapping) or not isinstance(value, Mapping):
+        if not isinstance(item, MAPPINGS) or not isinstance(value, MAPPINGS):
             continue
         if not write and value.get("return_code") != 255:
             continue
@@ -191,13 +192,27 @@ def _s7_bytes(
 
 
 def _real(chunk: bytes) -> float | None:
-    """The big-endian REAL in ``chunk``, or None when it is no plausible measurement."""
+    """The big-endian REAL in ``chunk``, or None when it is no plausible measurement (cached:
+    a polled block brings the same few values again and again)."""
+    if chunk in _REALS:
+        return _REALS[chunk]
     value: float = _F32.unpack(chunk)[0]
+    found: float | None
     if value == 0.0:
-        return 0.0
-    if not math.isfinite(value) or not 1e-6 <= abs(value) <= 1e9:
-        return None
-    return float(f"{value:.7g}")
+        found = 0.0
+    elif not math.isfinite(value) or not 1e-6 <= abs(value) <= 1e9:
+        found = None
+    else:
+        found = float(f"{value:.7g}")
+    if len(_REALS) >= _REALS_CAP:
+        _REALS.clear()
+    _REALS[chunk] = found
+    return found
+
+
+#: 4-byte chunk → ``_real``'s answer (bounded: cleared when full)
+_REALS: dict[bytes, float | None] = {}
+_REALS_CAP: Final = 65_536
 
 
 def _scalar(value: Any) -> Value | None:
@@ -218,7 +233,7 @@ def _opcua_direct(event: Event) -> Iterator[tuple[Key, Value | None, bool]]:
         return
     if action == "opcua-write":
         for node in nodes:
-            if isinstance(node, Mapping) and node.get("attribute_id") == 13:
+            if isinstance(node, MAPPINGS) and node.get("attribute_id") == 13:
                 value = _scalar(node.get("value"))
                 if value is not None:
                     yield ("opcua", server, "", "node", str(node.get("node_id"))), value, True
@@ -227,9 +242,9 @@ def _opcua_direct(event: Event) -> Iterator[tuple[Key, Value | None, bool]]:
         if not isinstance(results, list) or len(results) != len(nodes):
             return
         for node, result in zip(nodes, results, strict=True):
-            if not isinstance(node, Mapping) or node.get("attribute_id") != 13:
+            if not isinstance(node, MAPPINGS) or node.get("attribute_id") != 13:
                 continue
-            if not isinstance(result, Mapping) or result.get("status", 0) != 0:
+            if not isinstance(result, MAPPINGS) or result.get("status", 0) != 0:
                 continue
             value = _scalar(result.get("value"))
             if value is not None:
@@ -730,7 +745,7 @@ class ValuesAspect(Aspect):
             return
         conn = event.envelope.conn
         for v in values:
-            if not isinstance(v, Mapping) or v.get("status", 0) != 0:
+            if not isinstance(v, MAPPINGS) or v.get("status", 0) != 0:
                 continue
             handle = v.get("client_handle")
             if not isinstance(handle, int):
@@ -857,7 +872,7 @@ class ValuesAspect(Aspect):
         server = event.envelope.conn.server_ip
         out: list[Deviation] = []
         for item, value in zip(items, values, strict=False):
-            if not isinstance(item, Mapping) or not isinstance(value, Mapping):
+            if not isinstance(item, MAPPINGS) or not isinstance(value, MAPPINGS):
                 continue
             hexdata = value.get("value")
             start = item.get("byte")

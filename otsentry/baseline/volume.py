@@ -54,6 +54,7 @@ MIN_WINDOWS = 5
 MAX_LINKS = 4_096
 SLACK = {"requests": 20.0, "flows": 5.0, "bytes_per_second": 2_000.0}
 MEASURES = ("requests", "flows")
+FLOW_END = "network-flow-end"
 _REQUESTS, _FLOWS = 0, 1
 
 
@@ -362,11 +363,15 @@ class VolumeAspect(Aspect):
             self._settle()
             self._learning = False
             self._states = TieredTable(self.max_links, self.max_links // 4)
-        if event.action == "network-flow-end":
-            return self._check_bytes(link, model, event)
-        measure = self._measure_of(event)
-        if measure < 0:
+        # which count the event adds to (``_measure_of``)
+        if env.protocol == "network":
+            if event.action != "network-flow-start":
+                return self._check_bytes(link, model, event) if event.action == FLOW_END else []
+            measure = _FLOWS
+        elif env.direction is Direction.RESPONSE:
             return []
+        else:
+            measure = _REQUESTS
         state, closed = self._advance(link, env.ts)
         out: list[Deviation] = []
         for counts, interior in closed:
@@ -377,10 +382,10 @@ class VolumeAspect(Aspect):
                     dev = self._deviation(link, m, c, "low", event)
                     if dev is not None:
                         out.append(dev)
-        state.counts[measure] += 1
+        counts = state.counts
+        count = counts[measure] = counts[measure] + 1
         m = model.measures[measure]
-        count = state.counts[measure]
-        if m.checked and count > m.high:
+        if count > m.high and m.checked:
             dev = self._deviation(link, m, count, "high", event)
             if dev is not None:
                 out.append(dev)
