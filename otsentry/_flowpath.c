@@ -401,7 +401,7 @@ static int run_frame(PyObject *const *args, PyObject *frame, PyObject *number, l
     *nbytes += size;
     PyObject *pkt = NULL;
     if (args[5] == Py_True && PyBytes_CheckExact(data) && PyLong_CheckExact(linktype) &&
-        PyLong_AsLong(linktype) == 1) {
+        small_int(linktype) == 1) {
         pkt = otsentry_ethernet_ipv4_tcp(NULL, data);
         if (pkt == NULL)
             return -1;

@@ -98,7 +98,13 @@ steps = st.tuples(
 )
 
 
-def _run(script: list[tuple[int, bool, str, int, bytes, int]], fast: bool) -> dict[str, Any]:
+#: the kinds of step a script is made of
+KINDS = ("data", "ack", "retrans", "skip", "syn", "fin", "rst")
+
+
+def run_script(script: list[tuple[int, bool, str, int, bytes, int]], fast: bool) -> dict[str, Any]:
+    """Play ``script`` (steps of (client 1-3, to the server, kind, offset, payload, time step))
+    through a flow table, by ``fast_packet()`` or by ``packet``; what came out of it."""
     log: list[Any] = []
     ended: list[Flow] = []
     table = FlowTable(
@@ -177,8 +183,8 @@ def _run(script: list[tuple[int, bool, str, int, bytes, int]], fast: bool) -> di
 def test_compiled_packet_path_matches_the_python_method(
     script: list[tuple[int, bool, str, int, bytes, int]],
 ) -> None:
-    fast = _run(script, True)
-    slow = _run(script, False)
+    fast = run_script(script, True)
+    slow = run_script(script, False)
     assert fast.pop("fast") is not None
     slow.pop("fast")
     assert fast == slow
@@ -195,10 +201,10 @@ def test_the_compiled_path_takes_an_established_conversation() -> None:
         script.append((1, True, "data", 0, b"\x00\x02" + bytes((i, i)), 1))
         script.append((1, False, "data", 0, b"\x00\x01" + bytes((i,)), 1))
         script.append((1, True, "ack", 0, b"", 1))
-    fast = _run(script, True)
+    fast = run_script(script, True)
     # the SYN, the SYN-ACK and each direction's first payload (its stream is made) are handed on
     assert fast.pop("fast") == len(script) - 4
-    slow = _run(script, False)
+    slow = run_script(script, False)
     slow.pop("fast")
     assert fast == slow
     assert sum(1 for entry in fast["log"] if entry[0] == "parse") == 40
