@@ -192,7 +192,8 @@ class OutlierModel:
         )
         features = (*GENERIC_FEATURES, *actions, OTHER_ACTIONS)
         positions = {name: i for i, name in enumerate(features)}
-        logs = np.log1p(np.array([_row(w.values, positions, features) for w in complete]))
+        blank = _blank(features)
+        logs = np.log1p(np.array([_row(w.values, positions, blank) for w in complete]))
         center = np.nan_to_num(np.nanmedian(logs, axis=0))
         q75, q25 = np.nan_to_num(np.nanpercentile(logs, [75.0, 25.0], axis=0))
         scale = np.maximum((q75 - q25) / 1.349, options.scale_floor)
@@ -287,7 +288,7 @@ class OutlierModel:
         for a missing optional feature)."""
         import numpy as np
 
-        out: Matrix = np.log1p(np.array(_row(values, self._positions, self.features)))
+        out: Matrix = np.log1p(np.array(_row(values, self._positions, _blank(self.features))))
         return out
 
     def score(self, window: WindowVector) -> Score:
@@ -311,8 +312,8 @@ class OutlierModel:
 
         if not windows:
             return []
-        positions, features = self._positions, self.features
-        logs = np.log1p(np.array([_row(w.values, positions, features) for w in windows]))
+        positions, blank = self._positions, _blank(self.features)
+        logs = np.log1p(np.array([_row(w.values, positions, blank) for w in windows]))
         scaled = self._scaled(logs)
         out: list[tuple[int, Score]] = []
         groups = self._groups
@@ -610,10 +611,16 @@ class _Skipped:
         pass
 
 
+def _blank(names: Sequence[str]) -> list[float]:
+    """A window without events: 0 for every feature, NaN for the optional ones."""
+    return [math.nan if name in OPTIONAL_FEATURES else 0.0 for name in names]
+
+
 def _row(
-    values: Mapping[str, float], positions: Mapping[str, int], names: Sequence[str]
+    values: Mapping[str, float], positions: Mapping[str, int], blank: list[float]
 ) -> list[float]:
-    row = [math.nan if name in OPTIONAL_FEATURES else 0.0 for name in names]
+    """A window's features in the model's order (``blank`` as ``_blank`` makes it, copied)."""
+    row = blank.copy()
     other = positions.get(OTHER_ACTIONS)
     for name, value in values.items():
         i = positions.get(name)

@@ -911,6 +911,7 @@ class ValuesAspect(Aspect):
         data = bytes.fromhex(values) if isinstance(values, str) else None
         out: list[Deviation] = []
         n = len(values) if data is None else len(data)
+        checked = 0
         for i, view, m in plan:
             if data is None:
                 if i >= n:
@@ -928,11 +929,12 @@ class ValuesAspect(Aspect):
                 if i >= n:
                     break
                 value = data[i]
-            self.checked_values += 1
+            checked += 1
             if not m.ok(value):
                 dev = self._judge(m, value, False, event)
                 if dev is not None:
                     out.append(dev)
+        self.checked_values += checked
         return out
 
     def _plan(self, block: tuple[Any, ...]) -> list[tuple[int, str, ValueModel]]:
