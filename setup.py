@@ -17,7 +17,7 @@ setup(
     ext_modules=[
         Extension(
             "otsentry._speedups",
-            ["otsentry/_speedups.c", "otsentry/_flowpath.c"],
+            ["otsentry/_speedups.c", "otsentry/_flowpath.c", "otsentry/_eventline.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

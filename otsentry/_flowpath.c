@@ -77,7 +77,10 @@ static PyObject *s_frame, *s_in_run;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-static int slot_offsets(PyTypeObject *type, const char *const *names, int n, Py_ssize_t *out)
+/* the offsets of a class's writable object slots (also used by _eventline.c) */
+int otsentry_slot_offsets(PyTypeObject *type, const char *const *names, int n, Py_ssize_t *out);
+
+int otsentry_slot_offsets(PyTypeObject *type, const char *const *names, int n, Py_ssize_t *out)
 {
     for (int i = 0; i < n; i++) {
         PyObject *d = PyDict_GetItemString(type->tp_dict, names[i]);
@@ -290,8 +293,8 @@ static int flowpath_init(FlowPath *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->table, Py_NewRef(table));
     Py_XSETREF(self->flow_type, (PyTypeObject *)Py_NewRef(flow_type));
     Py_XSETREF(self->stream_type, (PyTypeObject *)Py_NewRef(stream_type));
-    if (slot_offsets(self->flow_type, flow_slots, F_COUNT, self->flow_off) < 0 ||
-        slot_offsets(self->stream_type, stream_slots, S_COUNT, self->stream_off) < 0)
+    if (otsentry_slot_offsets(self->flow_type, flow_slots, F_COUNT, self->flow_off) < 0 ||
+        otsentry_slot_offsets(self->stream_type, stream_slots, S_COUNT, self->stream_off) < 0)
         return -1;
     Py_XSETREF(self->s_next_sweep, PyUnicode_InternFromString("next_sweep"));
     Py_XSETREF(self->s_parse, PyUnicode_InternFromString("parse"));

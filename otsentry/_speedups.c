@@ -455,22 +455,21 @@ PyDoc_STRVAR(uuid5_doc,
              "uuid5(head, tail) -> bytes\n\n"
              "str(uuid.uuid5(ns, name)) as ASCII bytes, where head + tail is ns.bytes + name.");
 
-static PyObject *fast_uuid5(PyObject *self, PyObject *args)
+/* str(uuid5) of head + tail into out (36 characters); also used by _eventline.c */
+void otsentry_uuid5_text(const unsigned char *head, size_t nh, const unsigned char *tail,
+                         size_t nt, char out[36]);
+
+void otsentry_uuid5_text(const unsigned char *head, size_t nh, const unsigned char *tail,
+                         size_t nt, char out[36])
 {
     static const char hex[] = "0123456789abcdef";
-    Py_buffer head, tail;
-    if (!PyArg_ParseTuple(args, "y*y*", &head, &tail))
-        return NULL;
     unsigned char digest[20], text[40];
-    sha1_two(head.buf, (size_t)head.len, tail.buf, (size_t)tail.len, digest);
-    PyBuffer_Release(&head);
-    PyBuffer_Release(&tail);
+    sha1_two(head, nh, tail, nt, digest);
     for (int i = 0; i < 20; i++) {
         text[2 * i] = (unsigned char)hex[digest[i] >> 4];
         text[2 * i + 1] = (unsigned char)hex[digest[i] & 15];
     }
     /* 8-4-4-4-12; version 5 in the time_hi nibble, the RFC 4122 variant in clock_seq's */
-    char out[36];
     memcpy(out, text, 8);
     out[8] = '-';
     memcpy(out + 9, text + 8, 4);
@@ -482,6 +481,17 @@ static PyObject *fast_uuid5(PyObject *self, PyObject *args)
     memcpy(out + 20, text + 17, 3);
     out[23] = '-';
     memcpy(out + 24, text + 20, 12);
+}
+
+static PyObject *fast_uuid5(PyObject *self, PyObject *args)
+{
+    Py_buffer head, tail;
+    if (!PyArg_ParseTuple(args, "y*y*", &head, &tail))
+        return NULL;
+    char out[36];
+    otsentry_uuid5_text(head.buf, (size_t)head.len, tail.buf, (size_t)tail.len, out);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&tail);
     return PyBytes_FromStringAndSize(out, 36);
 }
 
@@ -499,13 +509,14 @@ static struct PyModuleDef module = {
     methods,
 };
 
-/* _flowpath.c */
+/* _flowpath.c, _eventline.c */
 int otsentry_add_flowpath(PyObject *module);
+int otsentry_add_eventlines(PyObject *module);
 
 PyMODINIT_FUNC PyInit__speedups(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && otsentry_add_flowpath(m) < 0)
+    if (m != NULL && (otsentry_add_flowpath(m) < 0 || otsentry_add_eventlines(m) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -48,3 +48,11 @@ def run_frames(
     state: list[int],
     /,
 ) -> int: ...
+
+class EventLines:
+    """``ecs.event_line`` with its commonest case compiled (otsentry/_eventline.c)."""
+
+    fast: int
+    handed_on: int
+    def __init__(self, **pieces: object) -> None: ...
+    def __call__(self, event: object, observer: object, ids: object, /) -> bytes: ...

@@ -34,7 +34,7 @@ from otsentry.ecs import (
     alert_doc,
     asset_doc,
     event_doc,
-    event_line,
+    event_lines,
     iso_time,
     observer_doc,
     stats_doc,
@@ -196,6 +196,8 @@ class Pipeline:
         )
         self.observer = observer_doc(config.sensor.name, interface)
         self.ids = DocumentIds(config.sensor.name)
+        #: ``ecs.event_line`` (its commonest case compiled when the compiled module is in use)
+        self._event_line = event_lines()
         self.counters = RunCounters()
         self.event_hooks: list[Callable[[Event], Iterable[Alert]]] = []
         #: the baseline detector (``use_baseline``), also one of the event hooks
@@ -376,7 +378,7 @@ class Pipeline:
             for sink in self.event_sinks:
                 sink.write(Stream.EVENTS, doc)
         elif self._line_sinks:
-            line = event_line(event, self.observer, self.ids)
+            line = self._event_line(event, self.observer, self.ids)
             for line_sink in self._line_sinks:
                 line_sink.write_lines(Stream.EVENTS, line)
         match = self._match
