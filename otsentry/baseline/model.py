@@ -166,9 +166,6 @@ class OutlierModel:
     _positions: dict[str, int] = field(default_factory=dict)
     #: service → its learned windows for scoring (see ``_Points``); "" → all of them
     _groups: dict[str, _Points] = field(default_factory=dict)
-    #: (service group, a window's feature row) → the distance to its nearest learned window
-    #: and that window's row in ``points``; emptied by ``_prepare`` (the points changed)
-    _nearest: dict[tuple[str, tuple[float, ...]], tuple[float, int]] = field(default_factory=dict)
 
     # -- training ---------------------------------------------------------------------------
     @classmethod
@@ -241,7 +238,6 @@ class OutlierModel:
             groups[service] = np.flatnonzero(services == service)
         self._groups = {service: _Points(rows, scaled[rows]) for service, rows in groups.items()}
         self._indexes = {}
-        self._nearest.clear()
 
     def _sklearn_indexes(self) -> dict[str, tuple[Any, Any]]:
         """The sklearn ``NearestNeighbors`` per service (leave-one-out and the model file)."""
@@ -317,40 +313,25 @@ class OutlierModel:
         if not windows:
             return []
         positions, blank = self._positions, _blank(self.features)
-        rows = [_row(w.values, positions, blank) for w in windows]
+        logs = np.log1p(np.array([_row(w.values, positions, blank) for w in windows]))
+        scaled = self._scaled(logs)
+        out: list[tuple[int, Score]] = []
         groups = self._groups
-        # a window's nearest learned one depends only on its service and features, and the
-        # same few windows recur (a polling link's windows are alike): the search is made once
-        # for each (see ``_nearest``)
-        nearest = self._nearest
-        if len(nearest) >= _NEAREST_CAP:
-            nearest.clear()
-        keys: list[tuple[str, tuple[float, ...]]] = []
         by_service: dict[str, list[int]] = {}
         for i, w in enumerate(windows):
             service = w.link[3] if w.link[3] in groups else ""
-            key = (service, tuple(rows[i]))
-            keys.append(key)
-            if key not in nearest:
-                by_service.setdefault(service, []).append(i)
-        logs: Matrix | None = None
-        if by_service:
-            logs = np.log1p(np.array(rows))
-            scaled = self._scaled(logs)
-            for service, members in by_service.items():
-                group = groups[service]
-                dist, idx = group.nearest(scaled[members])
-                for j, i in enumerate(members):
-                    nearest[keys[i]] = (float(dist[j]), int(group.rows[idx[j]]))
+            by_service.setdefault(service, []).append(i)
         threshold = self.threshold
-        out: list[tuple[int, Score]] = []
-        for i, key in enumerate(keys):
-            d, point = nearest[key]
-            if only_outliers and not _round(d) > threshold:
-                continue
-            if logs is None:
-                logs = np.log1p(np.array(rows))
-            out.append((i, self._explain(windows[i], logs[i], self.points[point], d)))
+        for service, members in sorted(by_service.items()):
+            group = groups[service]
+            dist, idx = group.nearest(scaled[members])
+            for j, i in enumerate(members):
+                d = float(dist[j])
+                if only_outliers and not _round(d) > threshold:
+                    continue
+                nearest = self.points[group.rows[idx[j]]]
+                out.append((i, self._explain(windows[i], logs[i], nearest, d)))
+        out.sort(key=lambda pair: pair[0])
         return out
 
     def _explain(self, w: WindowVector, logs: Matrix, nearest: Matrix, dist: float) -> Score:
@@ -588,8 +569,6 @@ class _Points:
         return dist, idx
 
 
-#: remembered nearest-window searches at most (``OutlierModel._nearest``)
-_NEAREST_CAP: Final = 65_536
 #: elements of the difference array of one batch of queries (about 16 MB)
 _CHUNK_CELLS: Final = 2_000_000
 

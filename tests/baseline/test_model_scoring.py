@@ -129,26 +129,3 @@ def test_outliers_are_the_outlying_scores_of_score_many() -> None:
     assert expected and len(expected) < len(windows)
     assert model.outliers(windows) == expected
     assert model.outliers([]) == []
-
-
-def test_remembered_searches_score_as_a_fresh_search_one_by_one_or_together() -> None:
-    """Scores come from remembered nearest-window searches once a window was seen: the same
-    as searching again, whether the windows are scored one at a time or all together, and
-    forgotten when the learned windows change."""
-    windows = [w for name in ATTACKS for w in complete_windows(name)]
-
-    def fresh() -> OutlierModel:
-        return OutlierModel.train(complete_windows(*NORMAL), 2.0)
-
-    together = fresh().score_many(windows)
-    model = fresh()
-    one_by_one = [model.score_many([w])[0] for w in windows]
-    assert model._nearest  # the searches were remembered
-    again = model.score_many(windows)  # every one remembered now
-    assert one_by_one == together == again
-    assert [i for i, _ in model.outliers(windows)] == [
-        i for i, s in enumerate(together) if s.score > s.threshold
-    ]
-    model.add(windows[0].link[3], windows[0].values)
-    assert not model._nearest
-    assert model.score_many(windows[:1])[0].score == 0.0
