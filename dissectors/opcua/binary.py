@@ -474,7 +474,9 @@ class Reader:
                 return numeric_text(data[at + 1], data[at + 2] | data[at + 3] << 8)
             if mask == 2 and at + 7 <= end:
                 self.pos = at + 7
-                return numeric_text(*NUMERIC_NODEID.unpack_from(data, at + 1))
+                ns, ident = NUMERIC_NODEID.unpack_from(data, at + 1)
+                text = _NUMERIC_TEXT.get(ns << 32 | ident)
+                return text if text is not None else numeric_text(ns, ident)
         at = self.take(1)
         mask = self.data[at]
         if mask & 0xF0:

@@ -38,7 +38,7 @@ from hashlib import sha1
 from struct import Struct
 from typing import Any
 
-from .binary import DecodeError, Reader, Record, ticks_to_iso
+from .binary import _I32, _NODEID_SIZES, _U32, MAX_ARRAY, DecodeError, Reader, Record, ticks_to_iso
 from .statuscodes import status_name
 
 Anomalies = tuple[str, ...]
@@ -236,6 +236,9 @@ def _thumbprint(cert: bytes | None) -> str | None:
     return sha1(cert, usedforsecurity=False).hexdigest() if cert else None
 
 
+_GOOD = status_name(0)
+
+
 def _put(rec: Record, key: str, value: Any) -> None:
     if value is not None:
         rec[key] = value
@@ -294,6 +297,8 @@ _REQUEST_HEADER = Struct("<qIIiI")
 #: a response header's timestamp, request handle, service result, diagnostic info encoding
 #: byte and string table length
 _RESPONSE_HEADER = Struct("<qIIBi")
+#: a BrowseResult's status code, continuation point length and reference count
+_BROWSE_RESULT_HEAD = Struct("<Iii")
 #: a ReadValueId after its node: attribute id, index range length, data encoding namespace and
 #: name length
 _READ_VALUE_ID_TAIL = Struct("<IiHi")
@@ -405,15 +410,18 @@ def _endpoint(r: Reader) -> Record:
 
 def _read_value_id(r: Reader) -> Record:
     """ReadValueId: node, attribute, index range, data encoding."""
-    out: Record = {"node_id": r.nodeid()}
+    node = r.nodeid()
     at = r.pos
     if at + _READ_VALUE_ID_TAIL.size <= r.end:  # no index range, no data encoding: one unpack
         attribute, index_range, ns, name = _READ_VALUE_ID_TAIL.unpack_from(r.data, at)
         if -1 <= index_range <= 0 and ns == 0 and -1 <= name <= 0:
             r.pos = at + _READ_VALUE_ID_TAIL.size
-            out["attribute_id"] = attribute
-            out["attribute"] = ATTRIBUTES.get(attribute, attribute)
-            return out
+            return {
+                "node_id": node,
+                "attribute_id": attribute,
+                "attribute": ATTRIBUTES.get(attribute, attribute),
+            }
+    out: Record = {"node_id": node}
     attribute = r.uint32()
     out["attribute_id"] = attribute
     out["attribute"] = _enum(ATTRIBUTES, attribute)
@@ -428,24 +436,82 @@ def _read_value_id(r: Reader) -> Record:
 
 def _browse_result(r: Reader) -> Record:
     """BrowseResult: status, continuation point, references (target node ids listed)."""
-    out = _status(r.status())
-    if r.skip_bytestring() > 0:
-        out["continuation_point"] = True
-    n = r.array_length()
+    at = r.pos
+    end = r.end
+    first = at + _BROWSE_RESULT_HEAD.size
+    fast = False
+    if first <= end:
+        # no continuation point and a reference count within every limit: one unpack (what
+        # status(), skip_bytestring() and array_length() read, with the same checks)
+        code, point, n = _BROWSE_RESULT_HEAD.unpack_from(r.data, at)
+        fast = -1 <= point <= 0 and -1 <= n <= MAX_ARRAY and n <= r.elements and n <= end - first
+    if fast:
+        r.pos = first
+        if n > 0:
+            r.elements -= n
+        else:
+            n = 0
+        out: Record = {"status": code, "status_name": _GOOD if code == 0 else status_name(code)}
+    else:
+        out = _status(r.status())
+        if r.skip_bytestring() > 0:
+            out["continuation_point"] = True
+        n = r.array_length()
     targets: list[str] = []
-    for _ in range(n):  # ReferenceDescription
-        r.skip_nodeid()  # reference type
-        r.boolean()  # is forward
-        target = r.expanded_nodeid()
-        r.skip_qualified_name()  # browse name
-        r.skip_localized_text()  # display name
-        r.uint32()  # node class
-        r.skip_expanded_nodeid()  # type definition
-        if r.keep():
+    for _ in range(n):
+        target = _reference_target(r)
+        if r.budget > 0:  # (keep(), inline)
+            r.budget -= 1
             targets.append(target)
+        else:
+            r.truncated = True
     out["reference_count"] = n
     out["targets"] = targets
     return out
+
+
+def _reference_target(r: Reader) -> str:
+    """A ReferenceDescription's target node id; its reference type, direction, browse name,
+    display name, node class and type definition read over."""
+    data = r.data
+    at = r.pos
+    end = r.end
+    size = _NODEID_SIZES.get(data[at]) if at < end else None
+    if size is not None and at + size < end:  # a fixed-size reference type, is forward
+        at += size + 1
+        r.pos = at
+    else:
+        r.skip_nodeid()
+        r.boolean()
+        at = r.pos
+    target = r.nodeid() if at < end and data[at] <= 2 else r.expanded_nodeid()
+    # browse name, display name, node class, type definition: in place when each length and
+    # encoding is plain and in the bytes, else read over step by step from the browse name
+    at = r.pos
+    if at + 6 <= end:
+        n: int = _I32(data, at + 2)[0]  # browse name: namespace, then the name's length
+        if -1 <= n <= end - at - 6:
+            pos = at + 6 + n if n > 0 else at + 6
+            if pos < end:
+                mask = data[pos]  # display name: locale and text, each when flagged
+                pos += 1
+                if mask & 0x01:
+                    n = _I32(data, pos)[0] if pos + 4 <= end else -2
+                    pos = pos + 4 + (n if n > 0 else 0) if -1 <= n <= end - pos - 4 else end + 1
+                if mask & 0x02 and pos <= end:
+                    n = _I32(data, pos)[0] if pos + 4 <= end else -2
+                    pos = pos + 4 + (n if n > 0 else 0) if -1 <= n <= end - pos - 4 else end + 1
+                if pos + 4 < end:  # node class, then the type definition's encoding byte
+                    size = _NODEID_SIZES.get(data[pos + 4])
+                    if size is not None and pos + 4 + size <= end:
+                        r.pos = pos + 4 + size
+                        return target
+    r.pos = at
+    r.skip_qualified_name()
+    r.skip_localized_text()
+    r.uint32()  # node class
+    r.skip_expanded_nodeid()  # type definition
+    return target
 
 
 def _browse_results(r: Reader, rec: Record) -> None:
@@ -615,9 +681,18 @@ def _status_results(r: Reader, rec: Record) -> None:
 
 # -- view ------------------------------------------------------------------------------------------
 def _browse_description(r: Reader) -> Record:
-    out: Record = {"node_id": r.nodeid()}
-    out["browse_direction"] = _enum(BROWSE_DIRECTIONS, r.uint32())
-    out["reference_type_id"] = r.nodeid()
+    node = r.nodeid()
+    at = r.pos
+    if at + 4 <= r.end:  # the browse direction in place
+        direction: int = _U32(r.data, at)[0]
+        r.pos = at + 4
+    else:
+        direction = r.uint32()
+    out: Record = {
+        "node_id": node,
+        "browse_direction": BROWSE_DIRECTIONS.get(direction, direction),
+        "reference_type_id": r.nodeid(),
+    }
     at = r.pos
     if at + 9 <= r.end:  # include subtypes, and the node class and result masks read over
         out["include_subtypes"] = r.data[at] != 0
