@@ -163,22 +163,32 @@ def json_float(value: float) -> float | str:
 
 def ticks_to_iso(ticks: int) -> str | None:
     """100-ns ticks since 1601-01-01 UTC → ISO 8601 text (None for the null DateTime)."""
+    text = _TICKS.get(ticks)
+    if text is not None:
+        return text
     if ticks <= 0:
         return None
     if ticks >= MAX_TICKS:
         return MAX_TIME
     seconds, rest = divmod(ticks, TICKS_PER_SECOND)
-    text = _SECONDS.get(seconds)
-    if text is None:
+    day = _SECONDS.get(seconds)
+    if day is None:
         if len(_SECONDS) >= 1024:
             _SECONDS.clear()
-        text = _SECONDS[seconds] = f"{EPOCH_1601 + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
+        day = _SECONDS[seconds] = f"{EPOCH_1601 + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}"
     milli, micro = divmod(rest // 10, 1000)
-    return f"{text}.{_THREE_DIGITS[milli]}{_THREE_DIGITS[micro]}Z"  # microseconds, six digits
+    text = f"{day}.{_THREE_DIGITS[milli]}{_THREE_DIGITS[micro]}Z"  # microseconds, six digits
+    if len(_TICKS) >= 4096:
+        _TICKS.clear()
+    _TICKS[ticks] = text
+    return text
 
 
 #: whole seconds already formatted (timestamps of one capture share few seconds)
 _SECONDS: dict[int, str] = {}
+#: whole timestamps already formatted (a response's values mostly share their server timestamp,
+#: a value that did not change keeps its source timestamp)
+_TICKS: dict[int, str] = {}
 #: 000-999 (the microseconds as two groups of three digits: cheaper than formatting them)
 _THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
 
@@ -726,15 +736,17 @@ class Reader:
             if mask & DV_SOURCE_TS:
                 ticks: int = _I64(data, pos)[0]
                 pos += 8
-                if ticks > 0:
-                    out["source_timestamp"] = ticks_to_iso(ticks)
+                if ticks > 0:  # (ticks_to_iso's cache looked up here: a hit costs no call)
+                    text = _TICKS.get(ticks)
+                    out["source_timestamp"] = text if text is not None else ticks_to_iso(ticks)
             if mask & DV_SOURCE_PICO:
                 pos += 2
             if mask & DV_SERVER_TS:
                 ticks = _I64(data, pos)[0]
                 pos += 8
-                if ticks > 0:
-                    out["server_timestamp"] = ticks_to_iso(ticks)
+                if ticks > 0:  # (ticks_to_iso's cache looked up here: a hit costs no call)
+                    text = _TICKS.get(ticks)
+                    out["server_timestamp"] = text if text is not None else ticks_to_iso(ticks)
             if mask & DV_SERVER_PICO:
                 pos += 2
             self.pos = pos

@@ -5,12 +5,13 @@ state (position, value budget, truncation, depth, elements left)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otsentry.dissectors.opcua import services
+from otsentry.dissectors.opcua import binary, services
 from otsentry.dissectors.opcua.binary import DecodeError, Reader
 
 
@@ -123,3 +124,18 @@ def test_browse_result_as_the_general_path(
 ) -> None:
     data = code.to_bytes(4, "little") + _i32(point) + (b"cp" if point > 0 else b"") + _i32(n)
     _same(services._browse_result, _general_browse_result, data + b"".join(references))
+
+
+def test_ticks_text_cache_stays_bounded_and_right() -> None:
+    def iso(ticks: int) -> str:
+        when = binary.EPOCH_1601 + timedelta(microseconds=ticks // 10)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    start = 133_000_000_123_456_789
+    for i in range(10_000):
+        ticks = start + i * 1_234_567
+        assert binary.ticks_to_iso(ticks) == iso(ticks)
+        assert binary.ticks_to_iso(ticks) == iso(ticks)  # from the cache
+        assert len(binary._TICKS) <= 4096
+    assert binary.ticks_to_iso(0) is None and binary.ticks_to_iso(-1) is None
+    assert binary.ticks_to_iso(binary.MAX_TICKS) == binary.MAX_TIME
