@@ -302,7 +302,16 @@ def slice_capture(src: Path, dst: Path, packets: int) -> int:
 
 
 def count_packets(path: Path) -> int:
-    """Records in a classic little-endian pcap, read header by header."""
+    """Records in a capture: a classic little-endian pcap read header by header, any other
+    format (pcapng, big-endian, gzip) through otsentry's reader."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic not in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        reader = open_capture(path)
+        try:
+            return sum(1 for _ in reader)
+        finally:
+            reader.close()
     count = 0
     with open(path, "rb", buffering=1 << 20) as fh:
         fh.seek(_FILE_HEADER.size)
