@@ -634,6 +634,13 @@ class Reader:
         """An ExtensionObject's type id (text and number), encoding byte and body length
         (-1 without a body); the reader is left at the first body byte."""
         text, number = self.numeric_nodeid()
+        at = self.pos
+        end = self.end
+        if at + 5 <= end and self.data[at] == 1:  # a binary body whose length fits: in place
+            n: int = _I32(self.data, at + 1)[0]
+            if -1 <= n <= end - at - 5:
+                self.pos = at + 5
+                return text, number, 1, n if n > 0 else 0
         encoding = self.byte()
         if encoding == 0:
             return text, number, 0, -1
@@ -657,9 +664,19 @@ class Reader:
                 out["body_length"] = n
             else:
                 out["type"] = known[0]
-                inner = self.sub(self.pos + n)
-                out["body"] = known[1](inner)
-                self.join(inner)
+                # the body read by this reader with its end moved to the body's (what a sub()
+                # reader would do, without making one); a fault leaves truncation as it was
+                outer_end = self.end
+                truncated = self.truncated
+                self.end = body_end = self.pos + n
+                try:
+                    out["body"] = known[1](self)
+                except DecodeError:
+                    self.end = outer_end
+                    self.truncated = truncated
+                    raise
+                self.end = outer_end
+                self.pos = body_end
         elif encoding == 2:
             at = self.take(n)
             out["xml"] = bytes(self.data[at : at + min(n, 4 * STRING_CAP)]).decode(
@@ -983,8 +1000,9 @@ def _argument(r: Reader) -> Record:
     out: Record = {} if name is None else {"name": name}
     out["data_type"] = r.nodeid()
     out["value_rank"] = r.int32()
-    dims = [r.uint32() for _ in range(r.array_length())]
-    if dims:
+    n = r.array_length()
+    if n:
+        dims = [r.uint32() for _ in range(n)]
         out["array_dimensions"] = dims[:STRING_CAP]
     description = r.localized_text()
     if description is not None:

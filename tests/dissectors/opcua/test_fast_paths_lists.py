@@ -126,6 +126,89 @@ def test_browse_result_as_the_general_path(
     _same(services._browse_result, _general_browse_result, data + b"".join(references))
 
 
+def _general_extension_header(r: Reader) -> tuple[str, int | None, int, int]:
+    text, number = r.numeric_nodeid()
+    encoding = r.byte()
+    if encoding == 0:
+        return text, number, 0, -1
+    if encoding not in (1, 2):
+        raise DecodeError(
+            f"unknown ExtensionObject encoding {encoding} at offset {r.pos - 1 - r.base}"
+        )
+    n = r.length()
+    return text, number, encoding, max(n, 0)
+
+
+def _general_extension_object(r: Reader) -> dict[str, Any]:
+    """The ExtensionObject read with a sub() reader over its body, as it was."""
+    r.enter()
+    text, number, encoding, n = _general_extension_header(r)
+    out: dict[str, Any] = {"type_id": text}
+    if encoding == 1:
+        known = binary.EXTENSION_TYPES.get(number) if number is not None else None
+        if known is None:
+            r.skip(n)
+            out["body_length"] = n
+        else:
+            out["type"] = known[0]
+            inner = r.sub(r.pos + n)
+            out["body"] = known[1](inner)
+            r.join(inner)
+    elif encoding == 2:
+        at = r.take(n)
+        out["xml"] = bytes(r.data[at : at + min(n, 4 * binary.STRING_CAP)]).decode(
+            "utf-8", "replace"
+        )[: binary.STRING_CAP]
+    r.leave()
+    return out
+
+
+def _kept_outcome(
+    read: Callable[[Reader], Any], data: bytes, end: int, budget: int
+) -> tuple[Any, ...]:
+    """The value and the reader's state; after a fault only what decode_body keeps of it (the
+    error and the truncation flag: nothing reads on after a DecodeError)."""
+    r = Reader(data, 0, end, budget)
+    r.elements = 40
+    try:
+        return ("value", read(r), r.pos, r.budget, r.truncated, r.depth, r.elements)
+    except DecodeError as exc:
+        return ("error", str(exc), r.truncated)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([0, 1, 22, 298, 340, 864, 886, 889, 8251]),
+    st.sampled_from([0, 1, 2, 3]),
+    st.sampled_from([*_LENGTHS, 4, 8, 16, 30]),
+    st.binary(max_size=48),
+)
+def test_extension_object_as_the_general_path(
+    type_id: int, encoding: int, n: int, body: bytes
+) -> None:
+    data = b"\x01\x00" + type_id.to_bytes(2, "little") + bytes([encoding]) + _i32(n) + body
+    _same(Reader.extension_header, _general_extension_header, data)
+    for end in range(len(data) + 1):
+        for budget in (0, 1, 64):
+            fast = _kept_outcome(Reader.extension_object, data, end, budget)
+            expected = _kept_outcome(_general_extension_object, data, end, budget)
+            assert fast == expected, (data.hex(), end, budget)
+
+
+def test_argument_body_in_place_leaves_the_reader_after_the_body() -> None:
+    # an Argument: name "x", data type i=11, value rank -1, no dimensions, no description; then
+    # two bytes of the body that the structure does not use, then a byte after the object
+    body = _i32(1) + b"x" + b"\x00\x0b" + _i32(-1) + _i32(0) + b"\x00" + b"zz"
+    data = b"\x01\x00\x2a\x01\x01" + _i32(len(body)) + body + b"\xff"
+    r = Reader(data, 0, len(data))
+    assert r.extension_object() == {
+        "type_id": "i=298",
+        "type": "Argument",
+        "body": {"name": "x", "data_type": "i=11", "value_rank": -1},
+    }
+    assert r.pos == len(data) - 1 and r.end == len(data) and r.depth == 0
+
+
 def test_ticks_text_cache_stays_bounded_and_right() -> None:
     def iso(ticks: int) -> str:
         when = binary.EPOCH_1601 + timedelta(microseconds=ticks // 10)
