@@ -95,17 +95,18 @@ def modbus_accesses(fields: Mapping[str, Any]) -> Iterator[Access]:
             yield "holding_registers", WRITE, w_address, w_address + n - 1
 
 
-def s7_accesses(action: str, fields: Mapping[str, Any]) -> Iterator[Access]:
-    """The byte ranges of an S7 read/write var job's items."""
+def s7_accesses(action: str, fields: Mapping[str, Any]) -> list[Access]:
+    """The byte ranges of an S7 read/write var job's items (a list: most jobs have one)."""
     if action == "s7comm-read-var":
         op = READ
     elif action == "s7comm-write-var":
         op = WRITE
     else:
-        return
+        return []
     items = fields.get("items")
     if not isinstance(items, list):
-        return
+        return []
+    out: list[Access] = []
     for item in items:
         if not isinstance(item, MAPPINGS):
             continue
@@ -117,7 +118,8 @@ def s7_accesses(action: str, fields: Mapping[str, Any]) -> Iterator[Access]:
         if not isinstance(start, int) or not isinstance(length, int):
             continue
         size = _S7_SIZES.get(str(item.get("transport_size_name")), 1)
-        yield area, op, start, start + max(length * size, 1) - 1
+        out.append((area, op, start, start + max(length * size, 1) - 1))
+    return out
 
 
 def opcua_nodes(fields: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -479,7 +479,7 @@ class WindowExtractor:
             w.anomalies += 1
         last = link.last_ts
         if last is not None:
-            gap = max(0, ts - last)
+            gap = ts - last if ts > last else 0
             w.gaps += 1
             w.gap_sum += gap
             w.gap_sumsq += float(gap) * gap
