@@ -480,13 +480,15 @@ class TimingAspect(Aspect):
     def check(self, event: Event) -> list[Deviation]:
         if self._dirty:
             self._settle()
-        ts = event.envelope.ts
+        env = event.envelope
+        ts = env.ts
         out = self._expire(ts) if self.due <= ts else []
-        if event.envelope.protocol == "network":
+        protocol = env.protocol
+        if protocol == "network":
             if event.action == "network-flow-end" and event.fields.get("reason") in ("fin", "rst"):
                 self._close(event)
             return out
-        key = self._key(event)
+        key = cycle_key(event) if protocol != "opcua" else self._key(event)
         cycle = self.cycles.get(key) if key is not None else None
         if cycle is None:
             return out

@@ -372,7 +372,17 @@ class VolumeAspect(Aspect):
             return []
         else:
             measure = _REQUESTS
-        state, closed = self._advance(link, env.ts)
+        ts = env.ts
+        states = self._states
+        state = states.main.get(link)
+        closed: tuple[tuple[list[int], bool], ...] = ()
+        if state is not None and ts // self._window_ns <= state.window:
+            # ``_advance``'s common case: a busy link, its window still open
+            states.main.move_to_end(link)
+            if ts > state.last:
+                state.last = ts
+        else:
+            state, closed = self._advance(link, ts)
         out: list[Deviation] = []
         for counts, interior in closed:
             if not interior:
