@@ -169,7 +169,7 @@ class OpcUaSession:
         end = start + size
         try:
             if mtype in SECURE_TYPES:
-                self._secure(mtype, ctype, data, start, end, from_client, ts)
+                self._secure(mtype, ctype, data, start, end, from_client, ts, state)
             else:
                 self._connection(mtype, data, start, end, from_client, ts)
         except (IndexError, UnicodeDecodeError):
@@ -268,15 +268,17 @@ class OpcUaSession:
         end: int,
         from_client: bool,
         ts: int,
+        state: _Direction,
     ) -> None:
         pos = start + HEADER_LEN
-        if pos + 4 > end:  # the header fields below must lie inside the chunk
-            raise IndexError
-        channel_id = U32.unpack_from(data, pos)[0]
-        pos += 4
-        head: Record = {"message_type": _TYPE_TEXT[mtype], "secure_channel_id": channel_id}
         encrypted = False
+        head: Record
         if mtype == b"OPN":
+            if pos + 4 > end:  # the header fields below must lie inside the chunk
+                raise IndexError
+            channel_id = U32.unpack_from(data, pos)[0]
+            pos += 4
+            head = {"message_type": "OPN", "secure_channel_id": channel_id}
             policy, pos = _string(data, pos, end)
             cert, pos = _bytestring(data, pos, end)
             receiver, pos = _bytestring(data, pos, end)
@@ -289,10 +291,15 @@ class OpcUaSession:
             # with a policy, the OPN's sequence header and body are asymmetrically encrypted
             encrypted = policy is not None and policy != "" and not policy.endswith("#None")
         else:
-            if pos + 4 > end:
+            if pos + 8 > end:  # channel id and token id must lie inside the chunk
                 raise IndexError
-            head["token_id"] = U32.unpack_from(data, pos)[0]
-            pos += 4
+            channel_id, token_id = U32X2.unpack_from(data, pos)
+            pos += 8
+            head = {
+                "message_type": _TYPE_TEXT[mtype],
+                "secure_channel_id": channel_id,
+                "token_id": token_id,
+            }
             channel = self.channel
             if channel:
                 uri = channel.get("security_policy_uri")
@@ -302,7 +309,6 @@ class OpcUaSession:
                 encrypted = (
                     policy is not None and policy != "None" and self._encrypted(data, pos, end)
                 )
-        state = self.dirs[from_client]
         anomalies: tuple[str, ...] = ()
         if encrypted:
             head["encrypted"] = True
@@ -401,7 +407,10 @@ class OpcUaSession:
                 self.channel["security_mode"] = rec["security_mode"]
         if self.channel:
             rec["channel"] = self.channel
-        self._count()
+        self.pdus += 1  # (_count(), inline)
+        if self.pdus >= _PDU_BATCH:
+            self.ctx.count_pdus(self.pdus)
+            self.pdus = 0
         frame = self.ctx.frame
         if self.trace is not None:
             self._trace(rec, anomalies, from_client)
