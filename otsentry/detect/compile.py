@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from otsentry.detect.attack import AttackError, resolve_tags
-from otsentry.detect.condition import ConditionError, Pins, build, parse_condition, pins_of
+from otsentry.detect.condition import (
+    ConditionError,
+    Pins,
+    build,
+    fold,
+    parse_condition,
+    pins_of,
+)
 from otsentry.detect.correlation import CorrelationSpec, parse_timespan
 from otsentry.detect.fields import ENVELOPE_FIELDS, MISSING, Accessor, FieldError, accessor
 from otsentry.detect.fixtures import FixtureError, fixture_events
 from otsentry.detect.model import Predicate, Rule
-from otsentry.model import Event
+from otsentry.model import Conn, Envelope, Event
 
 __all__ = [
     "MODIFIERS",
@@ -74,6 +81,17 @@ class CompiledRule:
     correlation: CorrelationSpec | None
     message: Template
     reason: Template
+    #: the predicate for events of one (protocol, action), its entries on those two fields
+    #: decided in advance: a predicate, or True / False (see ``specialize``)
+    specialized: Callable[[str, str], Predicate | bool] | None = None
+
+    def specialize(self, protocol: str, action: str) -> Predicate | bool:
+        """The rule's predicate for events of ``protocol`` and ``action`` only: entries on
+        ``network.protocol`` and ``event.action`` decided now (True / False when that decides
+        the whole condition)."""
+        if self.specialized is None:
+            return self.predicate
+        return self.specialized(protocol, action)
 
 
 # -- single values -----------------------------------------------------------------------------
@@ -318,6 +336,50 @@ def compile_selection(selection: Any, path: _KeyPath) -> tuple[Predicate, Pins]:
     return _or(preds), {f: frozenset().union(*(m[f] for m in maps)) for f in common}
 
 
+#: envelope fields the engine knows before testing an event (it indexes rules by them)
+_KNOWN_FIELDS: Final = frozenset(("event.action", "network.protocol"))
+_NO_CONN: Final = Conn("", "", "", 0, "", 0)
+
+
+def _field_of(key: str) -> str:
+    return key.split("|", 1)[0]
+
+
+def _touches_known(selection: Any) -> bool:
+    maps = [selection] if isinstance(selection, Mapping) else selection
+    return any(_field_of(k) in _KNOWN_FIELDS for m in maps for k in m)
+
+
+def _decided_map(selection: Mapping[str, Any], path: _KeyPath, known: Event) -> Predicate | bool:
+    """A selection map for events like ``known`` (same protocol and action): its entries on
+    those fields decided, the rest compiled as before; True / False when nothing is left."""
+    rest: dict[str, Any] = {}
+    for k, v in selection.items():
+        if _field_of(k) in _KNOWN_FIELDS:
+            if not _entry(k, v, (*path, k))(known):
+                return False
+        else:
+            rest[k] = v
+    if not rest:
+        return True
+    return _selection_map(rest, path)[0]
+
+
+def decided_selection(selection: Any, path: _KeyPath, known: Event) -> Predicate | bool:
+    """``compile_selection``'s predicate for events with ``known``'s protocol and action
+    (True / False when they decide it)."""
+    if isinstance(selection, Mapping):
+        return _decided_map(selection, path, known)
+    preds: list[Predicate] = []
+    for i, item in enumerate(selection):
+        pred = _decided_map(item, (*path, i), known)
+        if pred is True:
+            return True
+        if pred is not False:
+            preds.append(pred)
+    return _or(preds) if preds else False
+
+
 def _or(preds: Sequence[Predicate]) -> Predicate:
     if len(preds) == 1:
         return preds[0]
@@ -405,6 +467,21 @@ def compile_rule(data: Mapping[str, Any], source: str = "") -> CompiledRule:
     action_pins = pins.pop("event.action", None)
     actions = None if action_pins is None else frozenset(str(a) for a in action_pins)
 
+    specialized: Callable[[str, str], Predicate | bool] | None = None
+    if any(_touches_known(detection[name]) for name in names):
+
+        def decide(protocol: str, action: str) -> Predicate | bool:
+            known = Event(Envelope(0, _NO_CONN, protocol), action)
+            decided = {
+                name: decided_selection(detection[name], ("detection", name), known)
+                if _touches_known(detection[name])
+                else selections[name]
+                for name in names
+            }
+            return fold(tree, decided.__getitem__)
+
+        specialized = decide
+
     correlation = _correlation(data.get("correlation"))
     title = str(data["title"])
     message = (
@@ -437,7 +514,7 @@ def compile_rule(data: Mapping[str, Any], source: str = "") -> CompiledRule:
         reason=str(data["reason"]) if "reason" in data else None,
         raw=data,
     )
-    return CompiledRule(rule, predicate, actions, pins, correlation, message, reason)
+    return CompiledRule(rule, predicate, actions, pins, correlation, message, reason, specialized)
 
 
 def _correlation(spec: Mapping[str, Any] | None) -> CorrelationSpec | None:

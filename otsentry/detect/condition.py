@@ -28,6 +28,7 @@ __all__ = [
     "Not",
     "actions_of",
     "build",
+    "fold",
     "parse_condition",
     "pins_of",
 ]
@@ -243,3 +244,36 @@ def build(node: Node, leaf: Callable[[str], Callable[[T], bool]]) -> Callable[[T
         a, b = parts
         return lambda e: a(e) or b(e)
     return lambda e: any(p(e) for p in parts)
+
+
+def fold(
+    node: Node, leaf: Callable[[str], Callable[[T], bool] | bool]
+) -> Callable[[T], bool] | bool:
+    """Like ``build``, where ``leaf(name)`` may also be a constant (a selection decided before
+    any event is seen): the constants folded away, the result a predicate or a constant."""
+    if isinstance(node, Name):
+        return leaf(node.name)
+    if isinstance(node, Not):
+        inner = fold(node.item, leaf)
+        if isinstance(inner, bool):
+            return not inner
+        return lambda e: not inner(e)
+    parts = [fold(item, leaf) for item in node.items]
+    conjunction = isinstance(node, All)
+    decider = not conjunction  # one false part decides an "and", one true part an "or"
+    if any(p is decider for p in parts):
+        return decider
+    rest = tuple(p for p in parts if not isinstance(p, bool))
+    if not rest:
+        return conjunction
+    if len(rest) == 1:
+        return rest[0]
+    if conjunction:
+        if len(rest) == 2:
+            a, b = rest
+            return lambda e: a(e) and b(e)
+        return lambda e: all(p(e) for p in rest)
+    if len(rest) == 2:
+        a, b = rest
+        return lambda e: a(e) or b(e)
+    return lambda e: any(p(e) for p in rest)

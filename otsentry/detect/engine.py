@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from otsentry.detect.compile import CompiledRule
 from otsentry.detect.correlation import Correlator
@@ -38,11 +38,21 @@ _MAX_CACHED: Final = 4096
 
 _Handler = Callable[[Event], "RuleMatch | None"]
 _Candidate = tuple[Predicate, _Handler]
-#: a (protocol, action)'s rules: always tested, and by pinned field (reader, value → rules)
+#: a predicate specialised to a (protocol, action); None: the rule holds for every such event
+_Test = Predicate | None
+_Tested = tuple[_Test, _Handler]
+#: a (protocol, action)'s rules: always tested (those that can hold), how many rules that
+#: counts as, and by pinned field (record key or None, reader, value → rules)
 _Entry = tuple[
-    tuple[_Candidate, ...],
-    tuple[tuple[str | None, Accessor, Mapping[object, tuple[_Candidate, ...]]], ...],
+    tuple[_Tested, ...],
+    int,
+    tuple[tuple[str | None, Accessor, Mapping[object, tuple[_Tested, ...]]], ...],
 ]
+
+
+def _never(event: Event) -> bool:
+    """The specialised predicate of a rule that cannot hold for a (protocol, action)."""
+    return False
 
 
 def _is_record_key(field: str) -> bool:
@@ -50,7 +60,10 @@ def _is_record_key(field: str) -> bool:
     return "." not in field and field not in ENVELOPE_FIELDS
 
 
-def _lookup(table: Mapping[object, tuple[_Candidate, ...]], value: Any) -> tuple[_Candidate, ...]:
+_T = TypeVar("_T", _Candidate, _Tested)
+
+
+def _lookup(table: Mapping[object, tuple[_T, ...]], value: Any) -> tuple[_T, ...]:
     """The rules pinned to ``value`` or, for a list, to any of its elements (each once)."""
     if value is MISSING:
         return ()
@@ -59,7 +72,7 @@ def _lookup(table: Mapping[object, tuple[_Candidate, ...]], value: Any) -> tuple
             return table.get(value, ())
         except TypeError:
             return ()
-    found: dict[int, _Candidate] = {}
+    found: dict[int, _T] = {}
     for item in value:
         try:
             for candidate in table.get(item, ()):
@@ -90,8 +103,10 @@ class RuleEngine:
         self._rank: dict[str, int] = {c.rule.id: i for i, c in enumerate(self.compiled)}
         self._rule_of: dict[int, str] = {}
         self._order: dict[int, int] = {}
+        self._compiled: dict[int, CompiledRule] = {}
         for index, compiled in enumerate(self.compiled):
             candidate = (compiled.predicate, self._handler(compiled))
+            self._compiled[id(candidate[1])] = compiled
             self._rule_of[id(candidate[1])] = compiled.rule.id
             self._order[id(candidate[1])] = index
             self._pins[id(candidate[1])] = compiled.pins
@@ -168,13 +183,11 @@ class RuleEngine:
         """The ids of the rules an event of this protocol and action may be tested on."""
         return [self._rule_of[id(h)] for _, h in self.candidates(protocol, action)]
 
-    def _entry(self, protocol: str, action: str) -> _Entry:
-        """The cached split of the candidates: rules always tested, and rules tested only when
-        the event holds one of the values they pin a field to (by field: reader, value → rules)."""
-        key = (protocol, action)
-        entry = self._cache.get(key)
-        if entry is not None:
-            return entry
+    def _split(
+        self, protocol: str, action: str
+    ) -> tuple[list[_Candidate], dict[str, dict[object, tuple[_Candidate, ...]]]]:
+        """The candidates split: rules always tested, and rules tested only when the event
+        holds one of the values they pin a field to (by field: value → rules)."""
         always: list[_Candidate] = []
         by_field: dict[str, dict[object, list[_Candidate]]] = {}
         for candidate in self.candidates(protocol, action):
@@ -186,13 +199,34 @@ class RuleEngine:
             table = by_field.setdefault(field, {})
             for value in pins[field]:
                 table.setdefault(value, []).append(candidate)
+        return always, {f: {v: tuple(c) for v, c in t.items()} for f, t in by_field.items()}
+
+    def _entry(self, protocol: str, action: str) -> _Entry:
+        """The cached split of the candidates (``_split``), each predicate specialised to the
+        protocol and action (``CompiledRule.specialize``: None when the rule holds whatever
+        the rest of the event, left out when it cannot hold), and how many rules the event is
+        counted as tested on before the pinned ones."""
+        key = (protocol, action)
+        entry = self._cache.get(key)
+        if entry is not None:
+            return entry
+        always, by_field = self._split(protocol, action)
+        special: dict[int, _Test] = {}
+        for candidate in always + [c for t in by_field.values() for cs in t.values() for c in cs]:
+            handler = candidate[1]
+            if id(handler) not in special:
+                decided = self._compiled[id(handler)].specialize(protocol, action)
+                special[id(handler)] = (
+                    None if decided is True else _never if decided is False else decided
+                )
         entry = (
-            tuple(always),
+            tuple((special[id(h)], h) for _, h in always if special[id(h)] is not _never),
+            len(always),
             tuple(
                 (
                     field if _is_record_key(field) else None,
                     accessor(field),
-                    {v: tuple(c) for v, c in table.items()},
+                    {v: tuple((special[id(h)], h) for _, h in cs) for v, cs in table.items()},
                 )
                 for field, table in sorted(by_field.items())
             ),
@@ -204,8 +238,9 @@ class RuleEngine:
 
     def tested_rules(self, event: Event) -> list[str]:
         """The ids of the rules ``match`` evaluates for this event, in rule order."""
-        always, pinned = self._entry(event.envelope.protocol, event.action)
-        tested = [*always, *(c for _, get, table in pinned for c in _lookup(table, get(event)))]
+        always, by_field = self._split(event.envelope.protocol, event.action)
+        pinned = [(accessor(field), table) for field, table in by_field.items()]
+        tested = [*always, *(c for get, table in pinned for c in _lookup(table, get(event)))]
         return sorted({self._rule_of[id(h)] for _, h in tested}, key=self._rank.__getitem__)
 
     def match(self, event: Event) -> Sequence[RuleMatch]:
@@ -214,12 +249,12 @@ class RuleEngine:
         entry = self._cache.get((event.envelope.protocol, event.action))
         if entry is None:
             entry = self._entry(event.envelope.protocol, event.action)
-        always, pinned = entry
+        always, tested, pinned = entry
         out: list[RuleMatch] | None = None
-        if always:
-            self.evaluations += len(always)
+        if tested:
+            self.evaluations += tested
             for predicate, handler in always:
-                if predicate(event):
+                if predicate is None or predicate(event):
                     hit = handler(event)
                     if hit is not None:
                         if out is None:
@@ -249,7 +284,7 @@ class RuleEngine:
                 continue
             self.evaluations += len(found)
             for predicate, handler in found:
-                if predicate(event):
+                if predicate is None or predicate(event):
                     hit = handler(event)
                     if hit is not None:
                         if out is None:
