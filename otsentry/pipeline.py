@@ -380,7 +380,7 @@ class Pipeline:
         elif self._line_sinks:
             line = self._event_line(event, self.observer, self.ids)
             for line_sink in self._line_sinks:
-                line_sink.write_lines(Stream.EVENTS, line)
+                line_sink.write_lines(Stream.EVENTS, line, 1)
         match = self._match
         if match is not None:
             found = match(event)

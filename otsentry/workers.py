@@ -82,7 +82,7 @@ class PipeSink:
         if self._size >= _FLUSH_BYTES or stream is not Stream.EVENTS:
             self.flush()
 
-    def write_lines(self, stream: Stream, lines: bytes) -> None:
+    def write_lines(self, stream: Stream, lines: bytes, count: int = 0) -> None:
         """Queue documents already serialised as NDJSON lines (each ending in a newline)."""
         if not lines or stream not in self._streams:
             return
@@ -137,7 +137,7 @@ class EventsFileSink:
         if stream is Stream.EVENTS:
             self.write_lines(stream, ndjson_line(doc))
 
-    def write_lines(self, stream: Stream, lines: bytes) -> None:
+    def write_lines(self, stream: Stream, lines: bytes, count: int = 0) -> None:
         """Queue event lines (each ending in a newline); a full buffer is appended."""
         if stream is not Stream.EVENTS or not lines:
             return

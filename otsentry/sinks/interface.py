@@ -52,6 +52,7 @@ class LineSink(Sink, Protocol):
     """A sink that also takes documents already serialised as NDJSON lines: the pipeline hands
     protocol events to it as lines (``otsentry.ecs.event_line``), never building the document."""
 
-    def write_lines(self, stream: Stream, lines: bytes) -> None:
-        """Append documents serialised as NDJSON lines (each ending in a newline)."""
+    def write_lines(self, stream: Stream, lines: bytes, count: int = 0) -> None:
+        """Append documents serialised as NDJSON lines (each ending in a newline); ``count``:
+        how many lines, when the caller knows (0: the sink counts them if it needs to)."""
         ...

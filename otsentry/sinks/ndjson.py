@@ -59,13 +59,14 @@ class NdjsonSink:
         f.write(orjson.dumps(doc, default=str, option=_LINE))
         self.counts[stream] += 1
 
-    def write_lines(self, stream: Stream, lines: bytes) -> None:
-        """Append documents already serialised as NDJSON lines (each ending in a newline)."""
+    def write_lines(self, stream: Stream, lines: bytes, count: int = 0) -> None:
+        """Append documents already serialised as NDJSON lines (each ending in a newline);
+        ``count`` saves counting them (a scan of every byte: 3 % of a replay)."""
         f = self._files.get(stream)
         if f is None:
             return
         f.write(lines)
-        self.counts[stream] += lines.count(b"\n")
+        self.counts[stream] += count or lines.count(b"\n")
 
     def flush(self) -> None:
         """Flush every file."""
