@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
 
 from otsentry.detect.fields import ENVELOPE_FIELDS, FLOW_FIELDS, MISSING, Accessor
@@ -30,6 +31,21 @@ MAX_ENTRIES: Final = 1_024
 #: flows whose group key is remembered (cleared when full; an entry keeps its flow's Conn alive,
 #: ended or not, so a larger cap costs memory on long captures, not speed)
 _FLOW_KEYS_MAX: Final = 1_024
+
+#: flow fields whose group-key value is the ``Conn`` attribute itself when that is a string, an
+#: integer or None (``_key`` of what the field's reader gives: an absent MAC or VLAN is None)
+_CONN_ATTRS: Final = {
+    "network.transport": "transport",
+    "network.community_id": "community_id",
+    "network.vlan.id": "vlan",
+    "source.ip": "client_ip",
+    "source.port": "client_port",
+    "source.mac": "client_mac",
+    "destination.ip": "server_ip",
+    "destination.port": "server_port",
+    "destination.mac": "server_mac",
+}
+_NONE: Final = type(None)
 
 _UNITS: Final = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
@@ -145,6 +161,32 @@ class Correlator:
             plain = lambda e: tuple(_key(g(e)) for g in getters)  # noqa: E731
         if not FLOW_FIELDS.issuperset(self.spec.group_by):
             return plain
+        attrs = [_CONN_ATTRS.get(f) for f in self.spec.group_by]
+        if len(attrs) == 2 and attrs[0] and attrs[1]:
+            # read from the Conn in one call; anything but a string, integer or None (never in
+            # a flow's Conn) goes the general way
+            of_conn = attrgetter(attrs[0], attrs[1])
+
+            def two(e: Event) -> tuple[Any, ...]:
+                key: tuple[Any, Any] = of_conn(e.envelope.conn)
+                a, b = key
+                if (a.__class__ is str or a.__class__ is int or a is None) and (
+                    b.__class__ is str or b.__class__ is int or b is None
+                ):
+                    return key
+                return plain(e)
+
+            return two
+        if len(attrs) == 1 and attrs[0]:
+            attr = attrs[0]
+
+            def one(e: Event) -> tuple[Any, ...]:
+                a = getattr(e.envelope.conn, attr)
+                if a.__class__ is str or a.__class__ is int or a is None:
+                    return (a,)
+                return plain(e)
+
+            return one
         # grouped by what a flow's events share (source.ip, destination.ip…): one key per flow,
         # found by the Conn's identity (holding the Conn keeps its id from being reused)
         by_flow: dict[int, tuple[Conn, tuple[Any, ...]]] = {}
