@@ -220,10 +220,22 @@ class NetworkEvents:
     def flow_start(self, flow: Flow) -> None:
         """The flow table created ``flow`` (its first packet is not counted yet)."""
         self.flow_starts += 1
-        if flow.protocol:
+        protocol = flow.protocol
+        if protocol:
             self._candidate(flow)
-        conn = conn_of(flow)
-        self.emit(Event(Envelope(flow.first_ts, conn, PROTOCOL), FLOW_START, _flow(flow, conn)))
+        conn = flow.conn
+        if conn is None:
+            conn = conn_of(flow)
+        fields = {  # the keys of ``_flow``
+            "transport": conn.transport,
+            "server_port": conn.server_port,
+            "protocol": protocol,
+            "ics_service": ICS_PORTS.get(conn.server_port, ""),
+            "roles_from": conn.roles_from,
+            "syn": flow.syn,
+            "vlan": conn.vlan,
+        }
+        self.emit(Event(Envelope(flow.first_ts, conn, PROTOCOL), FLOW_START, fields))
 
     def flow_end(self, flow: Flow) -> None:
         """``flow`` left the flow table (``state`` and ``end_reason`` are final)."""
@@ -236,7 +248,9 @@ class NetworkEvents:
                 del self._candidates[where]
             if _answered(flow):
                 self._serves(where, protocol)
-        conn = conn_of(flow)
+        conn = flow.conn
+        if conn is None:
+            conn = conn_of(flow)
         duration = flow.last_ts - flow.first_ts
         fields = {  # the keys of ``_flow``, then the end's
             "transport": conn.transport,

@@ -87,10 +87,16 @@ class Inventory:
         return len(self._assets)
 
     def observe_flow(self, flow: Flow) -> None:
-        """Fold an ended flow into both of its endpoints."""
+        """Fold an ended flow into both of its endpoints (their addresses as text from the
+        flow's ``Conn`` when its start event made one)."""
         transport = _TRANSPORT.get(flow.transport, "ip")
-        client = self._entry(flow, ip_text(flow.client_ip), mac_text(flow.client_mac))
-        server = self._entry(flow, ip_text(flow.server_ip), mac_text(flow.server_mac))
+        conn = flow.conn
+        if conn is not None:
+            client = self._entry(flow, conn.client_ip, conn.client_mac)
+            server = self._entry(flow, conn.server_ip, conn.server_mac)
+        else:
+            client = self._entry(flow, ip_text(flow.client_ip), mac_text(flow.client_mac))
+            server = self._entry(flow, ip_text(flow.server_ip), mac_text(flow.server_mac))
         client.packets += flow.packets_c
         client.bytes += flow.bytes_c
         server.packets += flow.packets_s
