@@ -44,9 +44,12 @@ def _as_test(value: bool | int) -> Callable[[int], bool]:
 @given(trees, leaves)
 def test_folding_constants_keeps_the_truth_table(node: Node, leaf: dict[str, bool | int]) -> None:
     general = build(node, lambda name: _as_test(leaf[name]))
-    folded = fold(
-        node, lambda name: leaf[name] if isinstance(leaf[name], bool) else _as_test(leaf[name])
-    )
+
+    def folded_leaf(name: str) -> Callable[[int], bool] | bool:
+        value = leaf[name]
+        return value if isinstance(value, bool) else _as_test(value)
+
+    folded = fold(node, folded_leaf)
     for x in range(16):
         got = folded if isinstance(folded, bool) else folded(x)
         assert got == general(x), (node, leaf, x)
