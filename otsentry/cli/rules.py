@@ -49,10 +49,14 @@ BuiltinOption = Annotated[
 ]
 
 
-def _load(paths: list[Path] | None, builtin: bool | None) -> list[CompiledRule]:
+def _load(
+    paths: list[Path] | None, builtin: bool | None, check_builtin: bool = False
+) -> list[CompiledRule]:
     """The rules, or every error on stderr and exit code 2."""
     paths = paths or []
-    rules, errors = collect_rules(paths, builtin=not paths if builtin is None else builtin)
+    rules, errors = collect_rules(
+        paths, builtin=not paths if builtin is None else builtin, check_builtin=check_builtin
+    )
     if errors:
         for err in errors:
             typer.echo(str(err), err=True)
@@ -84,7 +88,7 @@ def list_rules(paths: RulePaths = None, builtin: BuiltinOption = None) -> None:
 def validate(paths: RulePaths = None, builtin: BuiltinOption = None) -> None:
     """Check rules against the schema and compile them; every problem goes to stderr as
     FILE:LINE: KEY: problem (exit code 2)."""
-    rules = _load(paths, builtin)
+    rules = _load(paths, builtin, check_builtin=True)
     typer.echo(f"{len(rules)} rules valid")
 
 

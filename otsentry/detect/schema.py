@@ -10,10 +10,10 @@ import json
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib.resources import files
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 
 __all__ = ["Problem", "rule_schema", "schema_problems"]
 
@@ -37,6 +37,9 @@ def rule_schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Any:
+    # imported on first use: a replay with only the built-in pack never needs it (~0.1 s)
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
     schema = rule_schema()
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)

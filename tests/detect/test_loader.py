@@ -171,3 +171,28 @@ def test_a_file_changed_since_the_last_load_is_read_again(tmp_path: Path) -> Non
     path.write_text("id: [\n")
     with pytest.raises(RuleError, match=r"r\.yml:2"):
         load_rules([path], builtin=False)
+
+
+def test_the_builtin_pack_is_held_to_the_schema_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the built-in files are held to the schema by test_schema.py, not at each start
+    import otsentry.detect.loader as loader_module
+
+    off_schema = write(tmp_path, "pack/a.yml", GOOD.replace("rev: 2", "rev: 0"))  # compiles
+    monkeypatch.setattr(loader_module, "builtin_rule_paths", lambda: [off_schema])
+    rules, errors = collect_rules([])
+    assert [r.rule.source for r in rules] == [str(off_schema)] and errors == []
+    rules, errors = collect_rules([], check_builtin=True)
+    assert rules == [] and [(e.line, e.key) for e in errors] == [(2, "rev")]
+    rules, errors = collect_rules([off_schema], builtin=False)  # a file given is always checked
+    assert rules == [] and [(e.line, e.key) for e in errors] == [(2, "rev")]
+    # a built-in file the compiler refuses is reported as a checked one would be
+    both = GOOD.replace("rev: 2", "rev: 0").replace(
+        "    sub_function: 4\n", "    sub_function|gte: four\n"
+    )
+    refused = write(tmp_path, "pack/b.yml", both)
+    monkeypatch.setattr(loader_module, "builtin_rule_paths", lambda: [refused])
+    _rules, unchecked = collect_rules([])
+    _rules, checked = collect_rules([refused], builtin=False)
+    assert [str(e) for e in unchecked] == [str(e) for e in checked] and checked
