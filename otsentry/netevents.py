@@ -226,16 +226,7 @@ class NetworkEvents:
         conn = flow.conn
         if conn is None:
             conn = conn_of(flow)
-        fields = {  # the keys of ``_flow``
-            "transport": conn.transport,
-            "server_port": conn.server_port,
-            "protocol": protocol,
-            "ics_service": ICS_PORTS.get(conn.server_port, ""),
-            "roles_from": conn.roles_from,
-            "syn": flow.syn,
-            "vlan": conn.vlan,
-        }
-        self.emit(Event(Envelope(flow.first_ts, conn, PROTOCOL), FLOW_START, fields))
+        self.emit(Event(Envelope(flow.first_ts, conn, PROTOCOL), FLOW_START, _flow(flow, conn)))
 
     def flow_end(self, flow: Flow) -> None:
         """``flow`` left the flow table (``state`` and ``end_reason`` are final)."""
@@ -252,22 +243,14 @@ class NetworkEvents:
         if conn is None:
             conn = conn_of(flow)
         duration = flow.last_ts - flow.first_ts
-        fields = {  # the keys of ``_flow``, then the end's
-            "transport": conn.transport,
-            "server_port": conn.server_port,
-            "protocol": protocol,
-            "ics_service": ICS_PORTS.get(conn.server_port, ""),
-            "roles_from": conn.roles_from,
-            "syn": flow.syn,
-            "vlan": conn.vlan,
-            "state": state,
-            "reason": flow.end_reason,
-            "packets_to_server": flow.packets_c,
-            "packets_to_client": flow.packets_s,
-            "bytes_to_server": flow.bytes_c,
-            "bytes_to_client": flow.bytes_s,
-            "duration": round(duration / 1e9, 6),
-        }
+        fields = _flow(flow, conn)  # then the end's
+        fields["state"] = state
+        fields["reason"] = flow.end_reason
+        fields["packets_to_server"] = flow.packets_c
+        fields["packets_to_client"] = flow.packets_s
+        fields["bytes_to_server"] = flow.bytes_c
+        fields["bytes_to_client"] = flow.bytes_s
+        fields["duration"] = round(duration / 1e9, 6)
         envelope = Envelope(flow.end_ts or flow.last_ts, conn, PROTOCOL)
         self.emit(Event(envelope, FLOW_END, fields, (), _OUTCOMES.get(state, "unknown"), duration))
 

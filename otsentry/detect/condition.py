@@ -234,8 +234,14 @@ def build(node: Node, leaf: Callable[[str], Callable[[T], bool]]) -> Callable[[T
     if isinstance(node, Not):
         inner = build(node.item, leaf)
         return lambda e: not inner(e)
-    parts = tuple(build(item, leaf) for item in node.items)
-    if isinstance(node, All):
+    return _combine(tuple(build(item, leaf) for item in node.items), isinstance(node, All))
+
+
+def _combine(parts: tuple[Callable[[T], bool], ...], conjunction: bool) -> Callable[[T], bool]:
+    """``parts`` and-ed (``conjunction``) or or-ed into one predicate."""
+    if len(parts) == 1:
+        return parts[0]
+    if conjunction:
         if len(parts) == 2:
             a, b = parts
             return lambda e: a(e) and b(e)
@@ -266,14 +272,4 @@ def fold(
     rest = tuple(p for p in parts if not isinstance(p, bool))
     if not rest:
         return conjunction
-    if len(rest) == 1:
-        return rest[0]
-    if conjunction:
-        if len(rest) == 2:
-            a, b = rest
-            return lambda e: a(e) and b(e)
-        return lambda e: all(p(e) for p in rest)
-    if len(rest) == 2:
-        a, b = rest
-        return lambda e: a(e) or b(e)
-    return lambda e: any(p(e) for p in rest)
+    return _combine(rest, conjunction)
