@@ -219,7 +219,7 @@ class ModbusSession:
         """A well-formed FC 1-4 response (byte count at ``pos - 1``) to the pending request
         ``entry`` of the same code, as ``_response`` and ``events.transaction`` would record
         it; False to fall back."""
-        req, req_anomalies, req_ts, req_frame = entry
+        req = entry[0]
         if req["function_code"] != fc:
             return False
         quantity = req["quantity"]
@@ -237,15 +237,10 @@ class ModbusSession:
             del values[quantity:]
         else:
             values = coils(data, pos, count, quantity)
-        del self.pending[key]
-        ctx = self.ctx
         # the request's record, made for it alone and leaving the table, becomes the event's
-        fields = req
-        fields["byte_count"] = count
-        fields["values"] = values
-        fields["request_frame"] = req_frame
-        fields["response_frame"] = ctx.frame
-        self._transaction(ACTIONS[fc], fields, req_anomalies, "success", req_ts, ts)
+        req["byte_count"] = count
+        req["values"] = values
+        self._transaction(key, entry, ACTIONS[fc], "success", ts)
         return True
 
     def _exception_response(
@@ -254,34 +249,27 @@ class ModbusSession:
         """An exception response with a known code to the pending request ``entry`` of the
         same function, as ``_response`` and ``events.transaction`` would record it; False to
         fall back."""
-        req, req_anomalies, req_ts, req_frame = entry
+        req = entry[0]
         code = fc & 0x7F
         name = EXCEPTIONS.get(exception)
         if req["function_code"] != code or code in MERGED_BY_KEY or name is None:
             return False
-        del self.pending[key]
-        ctx = self.ctx
         # the request's record with the response's fields added (the response's others repeat
         # the request's), as ``req | resp`` would make it
-        fields = req
-        fields["exception_code"] = exception
-        fields["exception"] = name
-        fields["request_frame"] = req_frame
-        fields["response_frame"] = ctx.frame
-        self._transaction(ACTIONS[code], fields, req_anomalies, "failure", req_ts, ts)
+        req["exception_code"] = exception
+        req["exception"] = name
+        self._transaction(key, entry, ACTIONS[code], "failure", ts)
         return True
 
-    def _transaction(
-        self,
-        action: str,
-        fields: dict[str, Any],
-        anomalies: tuple[str, ...],
-        outcome: str,
-        req_ts: int,
-        ts: int,
-    ) -> None:
-        """A short path's response: count its PDU and emit the transaction's event."""
+    def _transaction(self, key: int, entry: Pending, action: str, outcome: str, ts: int) -> None:
+        """A short path's response to the pending request ``entry`` (under ``key``), whose
+        record holds the response's fields already: the request leaves the table, its record
+        gets both frame numbers and becomes the transaction's event; the PDU is counted."""
+        del self.pending[key]
+        fields, anomalies, req_ts, req_frame = entry
         ctx = self.ctx
+        fields["request_frame"] = req_frame
+        fields["response_frame"] = ctx.frame
         self.pdus += 1
         if self.pdus >= _PDU_BATCH:
             ctx.count_pdus(self.pdus)
