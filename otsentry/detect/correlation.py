@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final
 
-from otsentry.detect.fields import ENVELOPE_FIELDS, FLOW_FIELDS, MISSING, Accessor
+from otsentry.detect.fields import (
+    CONN_ATTRIBUTES,
+    ENVELOPE_FIELDS,
+    FLOW_FIELDS,
+    MISSING,
+    Accessor,
+)
 from otsentry.model import Conn, Event
 
 __all__ = [
@@ -32,20 +38,6 @@ MAX_ENTRIES: Final = 1_024
 #: ended or not, so a larger cap costs memory on long captures, not speed)
 _FLOW_KEYS_MAX: Final = 1_024
 
-#: flow fields whose group-key value is the ``Conn`` attribute itself when that is a string, an
-#: integer or None (``_key`` of what the field's reader gives: an absent MAC or VLAN is None)
-_CONN_ATTRS: Final = {
-    "network.transport": "transport",
-    "network.community_id": "community_id",
-    "network.vlan.id": "vlan",
-    "source.ip": "client_ip",
-    "source.port": "client_port",
-    "source.mac": "client_mac",
-    "destination.ip": "server_ip",
-    "destination.port": "server_port",
-    "destination.mac": "server_mac",
-}
-_NONE: Final = type(None)
 
 _UNITS: Final = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
@@ -161,7 +153,9 @@ class Correlator:
             plain = lambda e: tuple(_key(g(e)) for g in getters)  # noqa: E731
         if not FLOW_FIELDS.issuperset(self.spec.group_by):
             return plain
-        attrs = [_CONN_ATTRS.get(f) for f in self.spec.group_by]
+        # the group key of a Conn attribute that is a string, an integer or None is the
+        # attribute itself (what ``_key`` of its reader gives)
+        attrs = [CONN_ATTRIBUTES.get(f) for f in self.spec.group_by]
         if len(attrs) == 2 and attrs[0] and attrs[1]:
             # read from the Conn in one call; anything but a string, integer or None (never in
             # a flow's Conn) goes the general way

@@ -15,6 +15,7 @@ from typing import Any, Final
 from otsentry.model import Event
 
 __all__ = [
+    "CONN_ATTRIBUTES",
     "ENVELOPE_FIELDS",
     "ENVELOPE_PREFIXES",
     "FLOW_FIELDS",
@@ -73,6 +74,20 @@ ENVELOPE_FIELDS: Final[Mapping[str, Accessor]] = {
     "labels.segment": lambda e: e.envelope.conn.segment or MISSING,
     "direction": lambda e: e.envelope.direction,
     "anomalies": lambda e: e.anomalies or MISSING,
+}
+
+#: the envelope fields that are an attribute of the flow's ``Conn`` as they are (their readers
+#: above give MISSING where the attribute is None)
+CONN_ATTRIBUTES: Final[Mapping[str, str]] = {
+    "network.transport": "transport",
+    "network.community_id": "community_id",
+    "network.vlan.id": "vlan",
+    "source.ip": "client_ip",
+    "source.port": "client_port",
+    "source.mac": "client_mac",
+    "destination.ip": "server_ip",
+    "destination.port": "server_port",
+    "destination.mac": "server_mac",
 }
 
 #: envelope fields read from the flow's ``Conn``: the same for every event of a flow

@@ -16,12 +16,11 @@ from binascii import b2a_base64
 from collections import Counter
 from collections.abc import Callable
 from hashlib import sha1
-from socket import AF_INET, AF_INET6, inet_ntop
 from struct import Struct
 from typing import TYPE_CHECKING
 
 from otsentry.accel import SPEEDUPS
-from otsentry.decode import ACK, FIN, RST, SYN, TCP, UDP, Packet
+from otsentry.decode import ACK, FIN, RST, SYN, TCP, UDP, Packet, vlan_ids
 from otsentry.flow.reassembly import ReassemblyStats, TcpStream
 from otsentry.model import Conn
 
@@ -354,11 +353,7 @@ class FlowTable:
             key_c, key_s = (dst, dport, src, sport, vlan, transport), key
         flow.roles_from = roles_from
         flow.syn = fc and transport == TCP and flags & (SYN | ACK) == SYN
-        server_ip = flow.server_ip  # its text and the outer vlan as ip_text, vlan_ids give them
-        flow.segment = self.segment_for(
-            inet_ntop(AF_INET if len(server_ip) == 4 else AF_INET6, server_ip),
-            vlan & 0xFFF or None,
-        )
+        flow.segment = self.segment_for(ip_text(flow.server_ip), vlan_ids(vlan)[0])
         flow.key_c, flow.key_s = key_c, key_s
         self.flows[key_c] = (flow, True)
         self.flows[key_s] = (flow, False)
@@ -489,15 +484,13 @@ class FlowTable:
         """Remove a flow from the table (closing it first if needed)."""
         if flow.closed:
             flow.end_reason = "rst" if flow.rst_c or flow.rst_s else "fin"
-            flow.end_ts = ts
         else:
             flow.end_reason = _END_REASONS.get(reason, reason)
-            flow.end_ts = ts
-            self._finish(flow, ts)
-        if flow.stream_c is not None:
-            flow.stream_c.release()
-        if flow.stream_s is not None:
-            flow.stream_s.release()
+        flow.end_ts = ts
+        self._finish(flow, ts)
+        for stream in (flow.stream_c, flow.stream_s):
+            if stream is not None:
+                stream.release()
         self.flows.pop(flow.key_c, None)
         self.flows.pop(flow.key_s, None)
         self.ended[reason] += 1
@@ -563,20 +556,18 @@ def _make_conn(flow: Flow) -> Conn:
         flow.server_ip,
         flow.server_port,
     )
-    vlan = flow.vlan
-    client_mac, server_mac = flow.client_mac, flow.server_mac
-    # ip_text, mac_text and vlan_ids inline (the same values: one call fewer for each)
+    outer, inner = vlan_ids(flow.vlan)
     return Conn(  # positional (faster), in the order of Conn's fields
         community_id(client_ip, server_ip, client_port, server_port, transport),
         "tcp" if transport == TCP else "udp" if transport == UDP else "ip",
-        inet_ntop(AF_INET if len(client_ip) == 4 else AF_INET6, client_ip),
+        ip_text(client_ip),
         client_port,
-        inet_ntop(AF_INET if len(server_ip) == 4 else AF_INET6, server_ip),
+        ip_text(server_ip),
         server_port,
-        client_mac.hex("-").upper() if client_mac and len(client_mac) == 6 else None,
-        server_mac.hex("-").upper() if server_mac and len(server_mac) == 6 else None,
-        vlan & 0xFFF or None,
-        (vlan >> 12) & 0xFFF or None,
+        mac_text(flow.client_mac),
+        mac_text(flow.server_mac),
+        outer,
+        inner,
         flow.segment,
         flow.roles_from,
     )

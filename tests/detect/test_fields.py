@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otsentry.detect.fields import ENVELOPE_FIELDS, MISSING, FieldError, accessor
+from otsentry.detect.fields import CONN_ATTRIBUTES, ENVELOPE_FIELDS, MISSING, FieldError, accessor
 from otsentry.model import Conn, Direction, Envelope, Event
 
 
@@ -99,3 +99,12 @@ def test_prefixed_record_fields_only_for_their_protocol() -> None:
 def test_unknown_envelope_or_protocol_names_are_refused(name: str) -> None:
     with pytest.raises(FieldError):
         accessor(name)
+
+
+def test_conn_attributes_are_what_the_field_readers_read() -> None:
+    event = make_event()
+    conn = event.envelope.conn
+    assert set(CONN_ATTRIBUTES) <= set(ENVELOPE_FIELDS)
+    for field, attr in CONN_ATTRIBUTES.items():
+        value = getattr(conn, attr)
+        assert ENVELOPE_FIELDS[field](event) == (MISSING if value is None else value), field
