@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -101,14 +102,6 @@ def _modbus_stream(rng: random.Random) -> list[tuple[bool, bytes, int]]:
     return stream
 
 
-@pytest.mark.parametrize("seed", range(300))
-def test_modbus_short_paths_record_what_the_general_path_records(seed: int) -> None:
-    rng = random.Random(seed)
-    stream = _modbus_stream(rng)
-    short, general = _both(ModbusSession, stream, max_open_transactions=rng.choice((2, 500)))
-    assert short == general
-
-
 # -- S7comm ---------------------------------------------------------------------------------------
 def _tpkt(s7: bytes) -> bytes:
     return struct.pack(">BBH", 3, 0, 7 + len(s7)) + b"\x02\xf0\x80" + s7
@@ -166,9 +159,19 @@ def _s7_stream(rng: random.Random) -> list[tuple[bool, bytes, int]]:
     return stream
 
 
+# -- both -----------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("seed", range(300))
-def test_s7_short_paths_record_what_the_general_path_records(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("session", "make_stream"),
+    [(ModbusSession, _modbus_stream), (S7Session, _s7_stream)],
+    ids=["modbus", "s7comm"],
+)
+def test_short_paths_record_what_the_general_path_records(
+    session: Any, make_stream: Callable[[random.Random], Any], seed: int
+) -> None:
     rng = random.Random(seed)
-    stream = _s7_stream(rng)
-    short, general = _both(S7Session, stream, max_open_transactions=rng.choice((2, 500)))
+    stream = make_stream(rng)
+    short, general = _both(session, stream, max_open_transactions=rng.choice((2, 500)))
     assert short == general
